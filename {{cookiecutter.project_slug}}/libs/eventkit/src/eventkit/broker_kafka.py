@@ -1,0 +1,90 @@
+"""Kafka transport on FastStream (aiokafka).
+
+One topic per stream, one consumer group per service, events keyed by aggregate id
+so one aggregate's events stay in order on one partition. Offsets are committed
+after the handler returns, so a crash redelivers instead of losing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.message import StreamMessage
+from faststream.specification import AsyncAPI
+
+from eventkit.transport import RawHandler
+
+BROKER_KIND = "kafka"
+DEFAULT_BROKER_URL = "localhost:9092"
+
+
+@dataclass
+class KafkaConfig:
+    brokers: list[str]
+    group_id: str
+    dead_letter_topic: str | None = None
+    max_retries: int = 3
+    # Low waits keep fan-out latency low; the broker does not cut the wait short.
+    fetch_max_wait_ms: int = 20
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def config_from_settings(settings: Any) -> KafkaConfig:
+    return KafkaConfig(
+        brokers=[b.strip() for b in settings.BROKER_URL.split(",") if b.strip()],
+        group_id=settings.SERVICE_NAME,
+        dead_letter_topic=f"dlq.{settings.SERVICE_NAME}",
+        max_retries=settings.MAX_RETRIES,
+    )
+
+
+async def _raw_body(message: StreamMessage[Any]) -> bytes:
+    return message.body
+
+
+class BrokerTransport:
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+        self.broker = KafkaBroker(config.brokers, logger=None, **config.extra)
+
+    def subscribe(self, stream: str, handler: RawHandler) -> None:
+        subscriber = self.broker.subscriber(
+            stream,
+            group_id=self.config.group_id,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_raw_body,
+            fetch_max_wait_ms=self.config.fetch_max_wait_ms,
+            session_timeout_ms=self.config.session_timeout_ms,
+            heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+        )
+
+        async def on_message(body: bytes) -> None:
+            await handler(body)
+
+        subscriber(on_message)
+
+    async def start(self) -> None:
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+
+    async def publish(self, stream: str, body: bytes, *, key: str, event_type: str) -> None:
+        await self.broker.publish(
+            body,
+            topic=stream,
+            key=key.encode(),
+            headers={"content-type": "application/json", "event-type": event_type},
+        )
+
+    async def ping(self) -> bool:
+        return await self.broker.ping(timeout=2.0)
+
+    def asyncapi(self, title: str) -> dict[str, Any]:
+        return AsyncAPI(self.broker, title=title).to_specification().to_jsonable()

@@ -1,0 +1,92 @@
+"""RabbitMQ transport on FastStream (aio-pika).
+
+Each stream is a durable topic exchange; each consuming service has a durable queue
+`<service>.<stream>` bound with `#`, so it sees every event of the stream. Messages
+are persistent and published with confirms; a message is acked after its handler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.message import StreamMessage
+from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
+from faststream.specification import AsyncAPI
+
+from eventkit.events import STREAMS
+from eventkit.transport import RawHandler
+
+BROKER_KIND = "rabbitmq"
+DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672/"
+
+
+@dataclass
+class RabbitMQConfig:
+    url: str
+    queue_prefix: str
+    prefetch_count: int = 20
+
+
+def config_from_settings(settings: Any) -> RabbitMQConfig:
+    return RabbitMQConfig(url=settings.BROKER_URL, queue_prefix=settings.SERVICE_NAME)
+
+
+def stream_exchange(stream: str) -> RabbitExchange:
+    return RabbitExchange(stream, type=ExchangeType.TOPIC, durable=True)
+
+
+async def _raw_body(message: StreamMessage[Any]) -> bytes:
+    return message.body
+
+
+class BrokerTransport:
+    def __init__(self, config: RabbitMQConfig) -> None:
+        self.config = config
+        self.broker = RabbitBroker(
+            config.url,
+            logger=None,
+            default_channel=Channel(prefetch_count=config.prefetch_count, publisher_confirms=True),
+        )
+
+    def subscribe(self, stream: str, handler: RawHandler) -> None:
+        queue = RabbitQueue(f"{self.config.queue_prefix}.{stream}", durable=True, routing_key="#")
+        subscriber = self.broker.subscriber(
+            queue,
+            stream_exchange(stream),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_raw_body,
+        )
+
+        async def on_message(body: bytes) -> None:
+            await handler(body)
+
+        subscriber(on_message)
+
+    async def start(self) -> None:
+        await self.broker.start()
+        # Declare every stream's exchange up front so publishing never races a consumer.
+        for stream in STREAMS:
+            await self.broker.declare_exchange(stream_exchange(stream))
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+
+    async def publish(self, stream: str, body: bytes, *, key: str, event_type: str) -> None:
+        await self.broker.publish(
+            body,
+            exchange=stream_exchange(stream),
+            routing_key=event_type,
+            persist=True,
+            mandatory=False,
+            content_type="application/json",
+            message_type=event_type,
+            headers={"aggregate-id": key},
+        )
+
+    async def ping(self) -> bool:
+        return await self.broker.ping(timeout=2.0)
+
+    def asyncapi(self, title: str) -> dict[str, Any]:
+        return AsyncAPI(self.broker, title=title).to_specification().to_jsonable()

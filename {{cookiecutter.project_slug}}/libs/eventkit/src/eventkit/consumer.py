@@ -1,0 +1,165 @@
+"""Subscribing: `@consumer.on_message(stream)`, and the pipeline every message goes through.
+
+Decode and validate (bad messages go straight to the dead letters), skip events the
+inbox has seen, apply the handler in the same transaction as the inbox row, retry a
+failing handler with exponential backoff and jitter, then dead-letter it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, String, Text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from eventkit.db import Base, Database
+from eventkit.envelope import Envelope
+from eventkit.events import InvalidEvent, parse
+from eventkit.inbox import ProcessedEvent
+from eventkit.metrics import (
+    EVENTS_CONSUMED,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_DUPLICATE,
+    EVENTS_RETRIED,
+    HANDLER_SECONDS,
+)
+from eventkit.transport import Transport
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope, AsyncSession], Awaitable[None]]
+
+
+class DeadLetter(Base):
+    """An event this service gave up on, kept so it can be listed and replayed."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    event_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    event_type: Mapped[str | None] = mapped_column(String(100))
+    stream: Mapped[str] = mapped_column(String(200))
+    error: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int]
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    payload: Mapped[str] = mapped_column(Text)
+
+
+@dataclass
+class Consumer:
+    """The streams one service subscribes to, and the handler for each."""
+
+    service: str
+    handlers: dict[str, Handler] = field(default_factory=dict)
+
+    def on_message(self, stream: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            if stream in self.handlers:
+                raise ValueError(f"{self.service} already has a handler for {stream}")
+            self.handlers[stream] = handler
+            return handler
+
+        return register
+
+
+@dataclass
+class RetryPolicy:
+    max_retries: int = 3
+    base_seconds: float = 0.2
+    max_seconds: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        """Full-jitter exponential backoff after failed attempt number `attempt` (1-based)."""
+        return random.uniform(0, min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1)))
+
+
+class Pipeline:
+    """Applies raw messages of one service's streams to its database."""
+
+    def __init__(
+        self, consumer: Consumer, db: Database, transport: Transport, retry: RetryPolicy
+    ) -> None:
+        self.consumer = consumer
+        self.db = db
+        self.transport = transport
+        self.retry = retry
+
+    def attach(self) -> None:
+        for stream in self.consumer.handlers:
+            self.transport.subscribe(stream, self._raw_handler(stream))
+
+    def _raw_handler(self, stream: str) -> Callable[[bytes], Awaitable[None]]:
+        async def handle(body: bytes) -> None:
+            await self.handle(stream, body)
+
+        return handle
+
+    async def handle(self, stream: str, raw: bytes) -> None:
+        """Apply one message; returns normally unless it must be redelivered."""
+        try:
+            event = parse(raw)
+        except InvalidEvent as exc:
+            await self._dead_letter(stream, raw, None, str(exc), attempts=0)
+            return
+        handler = self.consumer.handlers[stream]
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                applied = await self._apply(stream, event, handler)
+            except Exception as exc:
+                EVENTS_RETRIED.labels(stream=stream).inc()
+                if attempt > self.retry.max_retries:
+                    log.exception("giving up on %s %s", event.type, event.id)
+                    await self._dead_letter(stream, raw, event, repr(exc), attempts=attempt)
+                    return
+                log.warning("attempt %d of %s %s failed: %r", attempt, event.type, event.id, exc)
+                await asyncio.sleep(self.retry.delay(attempt))
+                continue
+            HANDLER_SECONDS.labels(stream=stream).observe(time.perf_counter() - started)
+            if applied:
+                EVENTS_CONSUMED.labels(stream=stream, type=event.type).inc()
+            else:
+                EVENTS_DUPLICATE.labels(stream=stream).inc()
+            return
+
+    async def _apply(self, stream: str, event: Envelope, handler: Handler) -> bool:
+        async with self.db.transaction() as session:
+            if await session.get(ProcessedEvent, str(event.id)) is not None:
+                return False
+            session.add(
+                ProcessedEvent(
+                    event_id=str(event.id),
+                    event_type=event.type,
+                    stream=stream,
+                    processed_at=datetime.now(UTC),
+                )
+            )
+            await handler(event, session)
+        return True
+
+    async def _dead_letter(
+        self, stream: str, raw: bytes, event: Envelope | None, error: str, *, attempts: int
+    ) -> None:
+        log.error("dead-lettering a message of %s: %s", stream, error)
+        async with self.db.transaction() as session:
+            session.add(
+                DeadLetter(
+                    event_id=str(event.id) if event else None,
+                    event_type=event.type if event else None,
+                    stream=stream,
+                    error=error,
+                    attempts=attempts,
+                    failed_at=datetime.now(UTC),
+                    payload=raw.decode(errors="replace"),
+                )
+            )
+        EVENTS_DEAD_LETTERED.labels(stream=stream).inc()

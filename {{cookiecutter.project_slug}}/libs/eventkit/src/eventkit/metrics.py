@@ -1,0 +1,20 @@
+"""Prometheus metrics shared by every service (served on /metrics)."""
+
+from prometheus_client import Counter, Histogram
+
+EVENTS_PUBLISHED = Counter(
+    "eventkit_events_published_total", "Events published to the broker", ["stream", "type"]
+)
+EVENTS_CONSUMED = Counter(
+    "eventkit_events_consumed_total", "Events applied by this service", ["stream", "type"]
+)
+EVENTS_DUPLICATE = Counter(
+    "eventkit_events_duplicate_total", "Redelivered events skipped by the inbox", ["stream"]
+)
+EVENTS_RETRIED = Counter("eventkit_events_retried_total", "Handler attempts that failed", ["stream"])
+EVENTS_DEAD_LETTERED = Counter(
+    "eventkit_events_dead_lettered_total", "Events sent to the dead letters", ["stream"]
+)
+HANDLER_SECONDS = Histogram(
+    "eventkit_handler_duration_seconds", "Time to apply one event", ["stream"]
+)

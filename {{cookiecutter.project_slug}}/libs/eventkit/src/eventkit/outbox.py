@@ -1,0 +1,113 @@
+"""Transactional outbox: events are written with the state change, and a relay publishes them.
+
+An HTTP write therefore succeeds while the broker is down; the relay catches up when
+it returns. Delivery is at-least-once, so consumers deduplicate by event id (inbox.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, Integer, String, Text, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from eventkit.db import Base, Database
+from eventkit.envelope import Envelope
+from eventkit.events import REGISTRY
+from eventkit.metrics import EVENTS_PUBLISHED
+from eventkit.transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox"
+
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    stream: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(100))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+def add_to_outbox(session: AsyncSession, event: Envelope, *, key: str) -> None:
+    """Stage `event` in the caller's transaction; it is published after the commit."""
+    session.add(
+        OutboxMessage(
+            event_id=str(event.id),
+            stream=REGISTRY[event.type].stream,
+            key=key,
+            event_type=event.type,
+            body=event.model_dump_json(),
+            created_at=datetime.now(UTC),
+        )
+    )
+
+
+class OutboxRelay:
+    """Publishes pending outbox rows in commit order and marks them sent."""
+
+    def __init__(self, db: Database, transport: Transport, poll_seconds: float = 1.0) -> None:
+        self.db = db
+        self.transport = transport
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Called after a commit that added events, so they leave without waiting for a poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                while await self.publish_pending():
+                    pass
+            except Exception:  # broker or database down: keep the rows, try again later
+                log.warning("outbox relay could not publish; retrying", exc_info=True)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def publish_pending(self, batch: int = 200) -> int:
+        """Publish one batch; returns how many rows were sent."""
+        async with self.db.transaction() as session:
+            rows = (
+                await session.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.sent_at.is_(None))
+                    .order_by(OutboxMessage.position)
+                    .limit(batch)
+                )
+            ).all()
+        sent = 0
+        for row in rows:
+            await self.transport.publish(
+                row.stream, row.body.encode(), key=row.key, event_type=row.event_type
+            )
+            async with self.db.transaction() as session:
+                stored = await session.get(OutboxMessage, row.position)
+                if stored is not None:
+                    stored.sent_at = datetime.now(UTC)
+            EVENTS_PUBLISHED.labels(stream=row.stream, type=row.event_type).inc()
+            sent += 1
+        return sent

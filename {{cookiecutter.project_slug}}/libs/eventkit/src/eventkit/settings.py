@@ -1,0 +1,53 @@
+"""Settings every service shares; each service subclasses this once, in its settings.py."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventkit.broker import DEFAULT_BROKER_URL
+
+PLACEHOLDER = "changethis"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
+
+    SERVICE_NAME: str
+    PORT: int
+    HOST: str = "127.0.0.1"
+    ENVIRONMENT: Literal["development", "staging", "production"] = "development"
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    BROKER_URL: str = DEFAULT_BROKER_URL
+    # Empty means a SQLite file of the service's own under var/.
+    DATABASE_URL: str = ""
+
+    MAX_RETRIES: int = 3
+    RETRY_BACKOFF_SECONDS: float = 0.2
+    RETRY_BACKOFF_MAX_SECONDS: float = 5.0
+    OUTBOX_POLL_SECONDS: float = 1.0
+
+    # Unset in development: admin calls are open. Set it wherever others can reach the service.
+    ADMIN_TOKEN: str | None = None
+
+    @property
+    def database_url(self) -> str:
+        return self.DATABASE_URL or f"sqlite+aiosqlite:///var/{self.SERVICE_NAME}.db"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Self:
+        if self.ENVIRONMENT == "development":
+            return self
+        for name in ("ADMIN_TOKEN", "BROKER_URL", "DATABASE_URL"):
+            value = getattr(self, name) or ""
+            if PLACEHOLDER in value:
+                raise ValueError(
+                    f"{name} still holds the placeholder {PLACEHOLDER!r}; "
+                    f"set a real secret before running with ENVIRONMENT={self.ENVIRONMENT}"
+                )
+        if not self.ADMIN_TOKEN:
+            raise ValueError(f"ADMIN_TOKEN must be set when ENVIRONMENT={self.ENVIRONMENT}")
+        return self

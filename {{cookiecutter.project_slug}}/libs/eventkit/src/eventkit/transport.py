@@ -1,0 +1,24 @@
+"""What eventkit needs from a message broker; broker.py and bus.py provide it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+RawHandler = Callable[[bytes], Awaitable[None]]
+
+
+class Transport(Protocol):
+    def subscribe(self, stream: str, handler: RawHandler) -> None:
+        """Deliver every message of `stream` to `handler`; call before start()."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, stream: str, body: bytes, *, key: str, event_type: str) -> None:
+        """Publish and wait until the broker has taken the message."""
+
+    async def ping(self) -> bool: ...
+
+    def asyncapi(self, title: str) -> dict[str, Any]: ...

@@ -1,0 +1,168 @@
+"""Run the broker and the four services as local processes under supervisord.
+
+    python scripts/local.py up      start what is not running; return once every /ready is 200
+    python scripts/local.py down    stop everything `up` started, and nothing else
+    python scripts/local.py status
+
+Ports come from USER_PORT, NOTIFICATION_PORT, ANALYTICS_PORT, BILLING_PORT (defaults
+8001-8004); BROKER_URL and DATABASE_URL pass through to the services. Logs go to var/log/.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import local_broker
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+LOGS = VAR / "log"
+CONF = VAR / "supervisord.conf"
+SERVICES = {"user": 8001, "notification": 8002, "analytics": 8003, "billing": 8004}
+READY_TIMEOUT = float(os.environ.get("READY_TIMEOUT", "90"))
+
+
+def port(service: str) -> int:
+    return int(os.environ.get(f"{service.upper()}_PORT", SERVICES[service]))
+
+
+def program(name: str, command: str, environment: dict[str, str] | None = None) -> str:
+    env = ",".join(f'{k}="{v}"' for k, v in (environment or {}).items())
+    lines = [
+        f"[program:{name}]",
+        f"command={command}",
+        f"directory={ROOT}",
+        "autostart=true",
+        "autorestart=unexpected",
+        "startsecs=1",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "stopwaitsecs=10",
+        "redirect_stderr=true",
+        f"stdout_logfile={LOGS / name}.log",
+        "stdout_logfile_maxbytes=10MB",
+        "stdout_logfile_backups=1",
+    ]
+    if env:
+        lines.append(f"environment={env}")
+    return "\n".join(lines)
+
+
+def write_config() -> None:
+    programs = [program(name, cmd, env) for name, cmd, env in local_broker.programs(VAR)]
+    programs += [
+        program(name, f"{sys.executable} -m {name}_service", {"PORT": str(port(name))})
+        for name in SERVICES
+    ]
+    CONF.write_text(
+        "\n\n".join(
+            [
+                f"[unix_http_server]\nfile={VAR / 'supervisor.sock'}",
+                f"[supervisord]\nlogfile={LOGS / 'supervisord.log'}\npidfile={VAR / 'supervisord.pid'}\n"
+                f"directory={ROOT}\nnodaemon=false",
+                "[rpcinterface:supervisor]\n"
+                "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+                f"[supervisorctl]\nserverurl=unix://{VAR / 'supervisor.sock'}",
+                *programs,
+            ]
+        )
+        + "\n"
+    )
+
+
+def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(CONF), *args],
+        capture_output=True,
+        text=True,
+    )
+
+
+def supervisord_running() -> bool:
+    # supervisorctl exits 4 when it cannot reach supervisord.
+    return CONF.exists() and ctl("pid").returncode == 0 and ctl("pid").stdout.strip().isdigit()
+
+
+def up() -> int:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    if supervisord_running():
+        ctl("start", "all")
+    else:
+        write_config()
+        subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(CONF)], check=True
+        )
+    return wait_ready()
+
+
+def ready(url: str) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200, ""
+    except urllib.error.HTTPError as exc:
+        return False, exc.read().decode(errors="replace")
+    except OSError as exc:
+        return False, str(exc)
+
+
+def wait_ready() -> int:
+    deadline = time.monotonic() + READY_TIMEOUT
+    waiting = {name: f"http://127.0.0.1:{port(name)}/ready" for name in SERVICES}
+    reasons: dict[str, str] = {}
+    while waiting and time.monotonic() < deadline:
+        for name, url in list(waiting.items()):
+            ok, reasons[name] = ready(url)
+            if ok:
+                del waiting[name]
+        if waiting:
+            time.sleep(0.3)
+    if not waiting:
+        print("local stack ready: " + ", ".join(f"{n} :{port(n)}" for n in SERVICES))
+        return 0
+    print(f"local-up: not ready after {READY_TIMEOUT:.0f}s: {', '.join(waiting)}", file=sys.stderr)
+    print(ctl("status").stdout, file=sys.stderr)
+    for name in waiting:
+        print(f"--- {name}: {reasons.get(name) or 'no answer'}; last log lines:", file=sys.stderr)
+        log = LOGS / f"{name}.log"
+        if log.exists():
+            print("\n".join(log.read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
+    return 1
+
+
+def down() -> int:
+    if not supervisord_running():
+        print("local stack is not running")
+        return 0
+    pid = int(ctl("pid").stdout.strip())
+    ctl("shutdown")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print("local stack stopped")
+            return 0
+        time.sleep(0.2)
+    print(f"local-down: supervisord (pid {pid}) did not stop within 30s", file=sys.stderr)
+    return 1
+
+
+def status() -> int:
+    if not supervisord_running():
+        print("local stack is not running")
+        return 3
+    print(ctl("status").stdout, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    commands = {"up": up, "down": down, "status": status}
+    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+        sys.exit(f"usage: {sys.argv[0]} up|down|status")
+    sys.exit(commands[sys.argv[1]]())

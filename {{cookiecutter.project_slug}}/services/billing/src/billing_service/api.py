@@ -1,0 +1,30 @@
+"""HTTP routes of the billing service."""
+
+from decimal import Decimal
+from typing import Annotated
+
+from eventkit import ServiceKit, get_kit
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel
+
+from billing_service.models import Account
+
+router = APIRouter(tags=["billing"])
+Kit = Annotated[ServiceKit, Depends(get_kit)]
+
+
+class AccountOut(BaseModel):
+    user_id: str
+    email: str
+    status: str
+    invoices: int
+    invoiced_total: Decimal
+
+
+@router.get("/accounts/{user_id}", response_model=AccountOut)
+async def get_account(user_id: str, kit: Kit) -> AccountOut:
+    async with kit.db.sessions() as session:
+        account = await session.get(Account, user_id)
+    if account is None:
+        raise HTTPException(404, detail=f"no account for user {user_id}")
+    return AccountOut.model_validate(account, from_attributes=True)

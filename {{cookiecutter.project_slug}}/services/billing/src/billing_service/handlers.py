@@ -1,0 +1,13 @@
+"""Billing's subscribers."""
+
+from eventkit import Consumer, Envelope
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing_service import projections
+
+consumer = Consumer("billing")
+
+
+@consumer.on_message("user.events")
+async def on_user_event(event: Envelope, session: AsyncSession) -> None:
+    await projections.apply_user_event(session, event)

@@ -1,0 +1,22 @@
+"""How each user event changes billing's accounts."""
+
+from eventkit import Envelope
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing_service.models import Account
+
+
+async def apply_user_event(session: AsyncSession, event: Envelope) -> None:
+    data = event.data
+    if event.type == "UserCreated":
+        session.add(Account(user_id=data["user_id"], email=data["email"], status="active"))
+        return
+    account = await session.get(Account, data["user_id"])
+    if account is None:
+        # Events of one user are ordered, so this user was never created here.
+        raise LookupError(f"{event.type} for unknown account {data['user_id']}")
+    match event.type:
+        case "EmailChanged":
+            account.email = data["new_email"]
+        case "UserDeactivated":
+            account.status = "deactivated"

@@ -1,0 +1,1 @@
+"""The notification service: sends email when users and invoices change."""

@@ -1,0 +1,6 @@
+from eventkit import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    SERVICE_NAME: str = "notification"
+    PORT: int = 8002

@@ -1,0 +1,1 @@
+"""The user service: owns users; their events are the source of truth."""
