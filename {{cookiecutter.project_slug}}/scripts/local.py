@@ -64,8 +64,8 @@ def write_config() -> None:
         "\n\n".join(
             [
                 f"[unix_http_server]\nfile={VAR / 'supervisor.sock'}",
-                f"[supervisord]\nlogfile={LOGS / 'supervisord.log'}\npidfile={VAR / 'supervisord.pid'}\n"
-                f"directory={ROOT}\nnodaemon=false",
+                f"[supervisord]\nlogfile={LOGS / 'supervisord.log'}\n"
+                f"pidfile={VAR / 'supervisord.pid'}\ndirectory={ROOT}\nnodaemon=false",
                 "[rpcinterface:supervisor]\n"
                 "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
                 f"[supervisorctl]\nserverurl=unix://{VAR / 'supervisor.sock'}",

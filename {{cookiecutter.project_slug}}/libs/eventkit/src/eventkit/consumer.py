@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, String, Text
+from sqlalchemy import LargeBinary, String, Text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -48,8 +48,9 @@ class DeadLetter(Base):
     stream: Mapped[str] = mapped_column(String(200))
     error: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int]
-    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    payload: Mapped[str] = mapped_column(Text)
+    failed_at: Mapped[datetime] = mapped_column()
+    # The message exactly as received, so it can be replayed byte for byte.
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 @dataclass
@@ -159,7 +160,7 @@ class Pipeline:
                     error=error,
                     attempts=attempts,
                     failed_at=datetime.now(UTC),
-                    payload=raw.decode(errors="replace"),
+                    payload=raw,
                 )
             )
         EVENTS_DEAD_LETTERED.labels(stream=stream).inc()

@@ -11,7 +11,9 @@ EVENTS_CONSUMED = Counter(
 EVENTS_DUPLICATE = Counter(
     "eventkit_events_duplicate_total", "Redelivered events skipped by the inbox", ["stream"]
 )
-EVENTS_RETRIED = Counter("eventkit_events_retried_total", "Handler attempts that failed", ["stream"])
+EVENTS_RETRIED = Counter(
+    "eventkit_events_retried_total", "Handler attempts that failed", ["stream"]
+)
 EVENTS_DEAD_LETTERED = Counter(
     "eventkit_events_dead_lettered_total", "Events sent to the dead letters", ["stream"]
 )

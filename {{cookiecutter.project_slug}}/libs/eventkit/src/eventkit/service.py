@@ -165,5 +165,3 @@ def _platform_routes(title: str) -> APIRouter:
         return get_kit(request).transport.asyncapi(title)
 
     return router
-
-

@@ -3,12 +3,12 @@
 from decimal import Decimal
 from typing import Annotated
 
-from eventkit import ServiceKit, get_kit
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from analytics_service.models import EventCount, Revenue
+from eventkit import ServiceKit, get_kit
 
 router = APIRouter(tags=["analytics"])
 Kit = Annotated[ServiceKit, Depends(get_kit)]
@@ -35,6 +35,6 @@ async def stats(kit: Kit) -> Stats:
         users_active=created - deactivated,
         users_deactivated=deactivated,
         invoices_issued=counts.get("InvoiceIssued", 0),
-        revenue_total=revenue.total if revenue else Decimal("0"),
+        revenue_total=revenue.total if revenue else Decimal("0.00"),
         events_by_type=counts,
     )

@@ -1,9 +1,9 @@
 """Analytics' subscribers: every event of every stream is counted."""
 
-from eventkit import Consumer, Envelope
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics_service import projections
+from eventkit import Consumer, Envelope
 
 consumer = Consumer("analytics")
 

@@ -2,10 +2,10 @@
 
 from decimal import Decimal
 
-from eventkit import Envelope
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics_service.models import EventCount, Revenue
+from eventkit import Envelope
 
 
 async def count(session: AsyncSession, event: Envelope) -> None:

@@ -3,11 +3,11 @@
 from decimal import Decimal
 from typing import Annotated
 
-from eventkit import ServiceKit, get_kit
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
 from billing_service.models import Account
+from eventkit import ServiceKit, get_kit
 
 router = APIRouter(tags=["billing"])
 Kit = Annotated[ServiceKit, Depends(get_kit)]

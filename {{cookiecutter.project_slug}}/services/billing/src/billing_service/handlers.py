@@ -1,9 +1,9 @@
 """Billing's subscribers."""
 
-from eventkit import Consumer, Envelope
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing_service import projections
+from eventkit import Consumer, Envelope
 
 consumer = Consumer("billing")
 

@@ -1,14 +1,19 @@
 """The billing service's app: its read model's routes and its subscribers."""
 
-from eventkit import create_service
 from fastapi import FastAPI
 
 from billing_service.api import router
 from billing_service.handlers import consumer
 from billing_service.settings import Settings
+from eventkit import create_service
+from eventkit.transport import Transport
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
     return create_service(
-        settings or Settings(), title="billing service", routers=[router], consumer=consumer
+        settings or Settings(),
+        title="billing service",
+        routers=[router],
+        consumer=consumer,
+        transport=transport,
     )

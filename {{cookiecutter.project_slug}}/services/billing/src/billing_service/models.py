@@ -2,9 +2,10 @@
 
 from decimal import Decimal
 
-from eventkit.db import Base
 from sqlalchemy import Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
+
+from eventkit.db import Base
 
 
 class Account(Base):

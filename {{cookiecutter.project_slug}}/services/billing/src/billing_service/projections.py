@@ -1,9 +1,9 @@
 """How each user event changes billing's accounts."""
 
-from eventkit import Envelope
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing_service.models import Account
+from eventkit import Envelope
 
 
 async def apply_user_event(session: AsyncSession, event: Envelope) -> None:

@@ -3,11 +3,11 @@
 from datetime import datetime
 from typing import Annotated
 
-from eventkit import ServiceKit, get_kit
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from eventkit import ServiceKit, get_kit
 from notification_service.models import Notification
 
 router = APIRouter(tags=["notifications"])

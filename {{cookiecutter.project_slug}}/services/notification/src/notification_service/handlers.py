@@ -1,8 +1,8 @@
 """Notification's subscribers."""
 
-from eventkit import Consumer, Envelope
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from eventkit import Consumer, Envelope
 from notification_service import projections
 from notification_service.sender import LogSender
 

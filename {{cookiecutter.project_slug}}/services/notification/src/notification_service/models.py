@@ -3,9 +3,10 @@
 import uuid
 from datetime import datetime
 
-from eventkit.db import Base
-from sqlalchemy import DateTime, String
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
+
+from eventkit.db import Base
 
 
 class Recipient(Base):
@@ -25,4 +26,4 @@ class Notification(Base):
     channel: Mapped[str] = mapped_column(String(20))
     recipient: Mapped[str] = mapped_column(String(320))
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column()

@@ -2,9 +2,9 @@
 
 from datetime import UTC, datetime
 
-from eventkit import Envelope
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from eventkit import Envelope
 from notification_service.models import Notification, Recipient
 from notification_service.sender import Message, Sender
 
@@ -13,9 +13,7 @@ async def apply_user_event(session: AsyncSession, event: Envelope, sender: Sende
     data = event.data
     if event.type == "UserCreated":
         session.add(Recipient(user_id=data["user_id"], name=data["name"], email=data["email"]))
-        await _notify(
-            session, sender, event, "welcome", data["email"], f"Welcome, {data['name']}!"
-        )
+        await _notify(session, sender, event, "welcome", data["email"], f"Welcome, {data['name']}!")
 
 
 async def _notify(

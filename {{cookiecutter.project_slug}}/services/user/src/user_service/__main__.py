@@ -1,5 +1,4 @@
 from eventkit.runner import serve
-
 from user_service.main import create_app
 from user_service.settings import Settings
 

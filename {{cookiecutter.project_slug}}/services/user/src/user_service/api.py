@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from eventkit import ServiceKit, get_kit, new_event
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, EmailStr, Field
 from sqlalchemy.exc import IntegrityError
 
+from eventkit import ServiceKit, get_kit, new_event
 from user_service import store
 from user_service.domain import User
 from user_service.models import UserEmail

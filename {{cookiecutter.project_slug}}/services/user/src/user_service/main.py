@@ -1,11 +1,14 @@
 """The user service's app: HTTP routes and the outbox relay; it subscribes to nothing."""
 
-from eventkit import create_service
 from fastapi import FastAPI
 
+from eventkit import create_service
+from eventkit.transport import Transport
 from user_service.api import router
 from user_service.settings import Settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service(settings or Settings(), title="user service", routers=[router])
+def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
+    return create_service(
+        settings or Settings(), title="user service", routers=[router], transport=transport
+    )

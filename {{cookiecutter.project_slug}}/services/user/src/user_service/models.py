@@ -3,9 +3,10 @@
 from datetime import datetime
 from typing import Any
 
-from eventkit.db import Base
-from sqlalchemy import JSON, DateTime, String, UniqueConstraint
+from sqlalchemy import JSON, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
+
+from eventkit.db import Base
 
 
 class StoredEvent(Base):
@@ -22,7 +23,7 @@ class StoredEvent(Base):
     schema_version: Mapped[int]
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
-    timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    timestamp: Mapped[datetime] = mapped_column()
 
 
 class UserEmail(Base):

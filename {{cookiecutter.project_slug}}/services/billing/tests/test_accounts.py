@@ -1,0 +1,64 @@
+"""Billing's accounts read model, fed user events through the in-process transport."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from billing_service.main import create_app
+from billing_service.settings import Settings
+from eventkit import Envelope, new_event
+from eventkit.bus import InProcessTransport
+from eventkit.testing import deliver, running
+
+
+@pytest.fixture
+async def client(
+    database_url: str, transport: InProcessTransport
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings(DATABASE_URL=database_url), transport=transport)
+    async with running(app) as client:
+        yield client
+
+
+def created(user_id: str = "u1") -> Envelope:
+    data = {"user_id": user_id, "name": "Ada", "email": "ada@example.com"}
+    return new_event("UserCreated", data, source="user")
+
+
+async def test_an_account_appears_once_its_user_is_created(
+    client: httpx.AsyncClient, transport: InProcessTransport
+) -> None:
+    assert (await client.get("/accounts/u1")).status_code == 404
+    await deliver(transport, created())
+    response = await client.get("/accounts/u1")
+    assert response.status_code == 200
+    assert response.json() == {
+        "user_id": "u1",
+        "email": "ada@example.com",
+        "status": "active",
+        "invoices": 0,
+        "invoiced_total": "0.00",
+    }
+
+
+async def test_email_and_status_follow_the_user(
+    client: httpx.AsyncClient, transport: InProcessTransport
+) -> None:
+    await deliver(transport, created())
+    await deliver(
+        transport,
+        new_event("EmailChanged", {"user_id": "u1", "new_email": "n@x.io"}, source="user"),
+    )
+    await deliver(transport, new_event("UserDeactivated", {"user_id": "u1"}, source="user"))
+    account = (await client.get("/accounts/u1")).json()
+    assert (account["email"], account["status"]) == ("n@x.io", "deactivated")
+
+
+async def test_a_duplicate_user_created_changes_nothing(
+    client: httpx.AsyncClient, transport: InProcessTransport
+) -> None:
+    event = created()
+    await deliver(transport, event)
+    await deliver(transport, event)
+    assert (await client.get("/accounts/u1")).status_code == 200

@@ -1,0 +1,38 @@
+"""Notification's read model, fed user events through the in-process transport."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from eventkit import new_event
+from eventkit.bus import InProcessTransport
+from eventkit.testing import deliver, running
+from notification_service.main import create_app
+from notification_service.settings import Settings
+
+
+@pytest.fixture
+async def client(
+    database_url: str, transport: InProcessTransport
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings(DATABASE_URL=database_url), transport=transport)
+    async with running(app) as client:
+        yield client
+
+
+async def test_a_new_user_gets_one_welcome(
+    client: httpx.AsyncClient, transport: InProcessTransport
+) -> None:
+    event = new_event(
+        "UserCreated", {"user_id": "u1", "name": "Ada", "email": "ada@example.com"}, source="user"
+    )
+    await deliver(transport, event)
+    await deliver(transport, event)  # redelivered: no second email
+    sent = (await client.get("/notifications", params={"user_id": "u1"})).json()
+    assert [(n["kind"], n["recipient"], n["event_id"]) for n in sent] == [
+        ("welcome", "ada@example.com", str(event.id))
+    ]
+    assert sent[0]["channel"] == "log"
+    assert sent[0]["created_at"].endswith(("+00:00", "Z"))
+    assert (await client.get("/notifications", params={"user_id": "other"})).json() == []

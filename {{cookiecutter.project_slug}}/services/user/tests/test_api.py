@@ -1,0 +1,100 @@
+"""The user service's HTTP API, with the broker replaced by the in-process transport."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from eventkit import Envelope
+from eventkit.bus import InProcessTransport
+from eventkit.testing import async_wait_until, running
+from user_service.main import create_app
+from user_service.settings import Settings
+
+
+@pytest.fixture
+async def client(
+    database_url: str, transport: InProcessTransport
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings(DATABASE_URL=database_url), transport=transport)
+    async with running(app) as client:
+        yield client
+
+
+async def test_create_then_get_a_user(client: httpx.AsyncClient) -> None:
+    created = await client.post("/users", json={"name": "Ada", "email": "ada@example.com"})
+    assert created.status_code == 201
+    body = created.json()
+    assert body | {"id": "-"} == {
+        "id": "-",
+        "name": "Ada",
+        "email": "ada@example.com",
+        "status": "active",
+        "version": 1,
+    }
+    fetched = await client.get(f"/users/{body['id']}")
+    assert fetched.status_code == 200
+    assert fetched.json() == body
+
+
+async def test_creating_a_user_publishes_user_created(
+    client: httpx.AsyncClient, transport: InProcessTransport
+) -> None:
+    user = (await client.post("/users", json={"name": "Bo", "email": "bo@example.com"})).json()
+
+    async def published() -> list[Envelope]:
+        return [Envelope.from_bytes(body) for _, body in transport.published]
+
+    events = await async_wait_until(published, what="the outbox relay to publish")
+    assert [(e.type, e.data) for e in events] == [
+        ("UserCreated", {"user_id": user["id"], "name": "Bo", "email": "bo@example.com"})
+    ]
+    assert transport.published[0][0] == "user.events"
+    assert events[0].source == "user"
+
+
+async def test_a_taken_email_is_a_conflict(client: httpx.AsyncClient) -> None:
+    first = await client.post("/users", json={"name": "Cy", "email": "cy@example.com"})
+    again = await client.post("/users", json={"name": "Cy2", "email": "CY@example.com"})
+    assert first.status_code == 201
+    assert again.status_code == 409
+    assert "cy@example.com" in again.json()["detail"].lower()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "Di"}, "email"),
+        ({"name": "Di", "email": "not-an-email"}, "email"),
+        ({"name": "", "email": "di@example.com"}, "name"),
+    ],
+)
+async def test_bad_input_is_422_naming_the_field(
+    client: httpx.AsyncClient, body: dict[str, str], field: str
+) -> None:
+    response = await client.post("/users", json=body)
+    assert response.status_code == 422
+    assert [e["loc"][-1] for e in response.json()["detail"]] == [field]
+
+
+async def test_an_unknown_user_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/users/00000000-0000-0000-0000-000000000000")
+    assert response.status_code == 404
+    assert "not found" in response.json()["detail"]
+
+
+async def test_health_ready_metrics(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/health")).json() == {"status": "ok"}
+    assert (await client.get("/ready")).status_code == 200
+    await client.post("/users", json={"name": "Ed", "email": "ed@example.com"})
+    metrics = (await client.get("/metrics")).text
+    assert "eventkit_events_published_total" in metrics
+
+
+async def test_ready_names_the_broker_when_it_is_down(
+    client: httpx.AsyncClient, transport: InProcessTransport
+) -> None:
+    await transport.stop()
+    response = await client.get("/ready")
+    assert response.status_code == 503
+    assert "broker" in response.json()["detail"]
