@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-BROKER = {{ cookiecutter.broker | tojson }}
+BROKER = {{cookiecutter.broker | tojson}}
 OTHER = {"kafka": "rabbitmq", "rabbitmq": "kafka"}[BROKER]
 
 # Each broker-specific file is written `<stem>_<broker><suffix>`; the chosen one

@@ -1,20 +1,22 @@
 """Validate the answers before anything is written; one clear line per problem."""
 
+import keyword
 import re
 import sys
 
 ANSWERS = {
-    "project_name": {{ cookiecutter.project_name | tojson }},
-    "project_slug": {{ cookiecutter.project_slug | tojson }},
-    "broker": {{ cookiecutter.broker | tojson }},
-    "python_version": {{ cookiecutter.python_version | tojson }},
+    "project_name": {{cookiecutter.project_name | tojson}},
+    "project_slug": {{cookiecutter.project_slug | tojson}},
+    "broker": {{cookiecutter.broker | tojson}},
+    "python_version": {{cookiecutter.python_version | tojson}},
 }
 
 RULES = {
     "project_name": (r"\S.{0,79}", "a non-empty name of at most 80 characters"),
     "project_slug": (
         r"[a-z][a-z0-9_]{0,62}",
-        "a Python identifier in lowercase: a letter, then letters, digits or underscores",
+        "a Python identifier in lowercase (a letter, then letters, digits or underscores)"
+        " that is not a Python keyword",
     ),
     "broker": (r"kafka|rabbitmq", "one of: kafka, rabbitmq"),
     "python_version": (r"3\.(1[1-9]|[2-9][0-9])", "a Python version 3.11 or newer, like 3.12"),
@@ -26,6 +28,7 @@ def main() -> int:
         f"ERROR: invalid {option} {ANSWERS[option]!r}: must be {allowed}."
         for option, (pattern, allowed) in RULES.items()
         if not re.fullmatch(pattern, ANSWERS[option])
+        or (option == "project_slug" and keyword.iskeyword(ANSWERS[option]))
     ]
     for line in errors:
         print(line, file=sys.stderr)

@@ -116,6 +116,15 @@ def wait_ready() -> int:
     waiting = {name: f"http://127.0.0.1:{port(name)}/ready" for name in SERVICES}
     reasons: dict[str, str] = {}
     while waiting and time.monotonic() < deadline:
+        crashed = [
+            line.split()[0]
+            for line in ctl("status").stdout.splitlines()
+            if any(state in line for state in ("EXITED", "FATAL"))
+        ]
+        if crashed:
+            reasons |= {name: "its process exited" for name in crashed}
+            waiting |= {name: "" for name in crashed}
+            break
         for name, url in list(waiting.items()):
             ok, reasons[name] = ready(url)
             if ok:
@@ -125,7 +134,7 @@ def wait_ready() -> int:
     if not waiting:
         print("local stack ready: " + ", ".join(f"{n} :{port(n)}" for n in SERVICES))
         return 0
-    print(f"local-up: not ready after {READY_TIMEOUT:.0f}s: {', '.join(waiting)}", file=sys.stderr)
+    print(f"local-up: not ready: {', '.join(waiting)}", file=sys.stderr)
     print(ctl("status").stdout, file=sys.stderr)
     for name in waiting:
         print(f"--- {name}: {reasons.get(name) or 'no answer'}; last log lines:", file=sys.stderr)

@@ -24,7 +24,11 @@ def programs(var: Path) -> list[tuple[str, str, dict[str, str]]]:
         return []  # a RabbitMQ already answers; use it
     except OSError:
         pass
-    server = shutil.which("rabbitmq-server") or "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    # Debian's /usr/sbin/rabbitmq-server switches to the rabbitmq user, who cannot write
+    # under var/; the script it wraps runs the node as the caller.
+    server = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    if not Path(server).exists():
+        server = shutil.which("rabbitmq-server") or server
     if host not in ("localhost", "127.0.0.1") or not Path(server).exists():
         sys.exit(
             f"local-up: no RabbitMQ answers at {host}:{port} and none can be started here; "

