@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -41,7 +42,7 @@ def run(
     result = subprocess.run(
         cmd,
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env=clean_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -51,6 +52,19 @@ def run(
         f"{result.stderr[-4000:]}"
     )
     return result
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without the outer make's variables, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    return env | (extra or {})
+
+
+def pytest_summary(output: str) -> str:
+    """The closing `N passed ...` line of a pytest run in `output`."""
+    lines = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed)", line)]
+    assert lines, f"no pytest summary in:\n{output[-3000:]}"
+    return lines[-1]
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import POSTGRES_URL, free_port, run, wait_for
+from conftest import POSTGRES_URL, clean_env, free_port, pytest_summary, run, wait_for
 
 pytestmark = pytest.mark.slow
 SERVICES = ["user", "notification", "analytics", "billing"]
@@ -59,8 +59,9 @@ def stack_env(installed: Path, request: pytest.FixtureRequest) -> dict[str, str]
 def test_generated_project_passes_its_own_tests(installed: Path) -> None:
     env = {"TEST_POSTGRES_URL": POSTGRES_URL}
     result = run(["make", "test"], cwd=installed, env=env, timeout=900)
-    summary = result.stdout.strip().splitlines()[-1]
-    assert " passed" in summary and "skipped" not in summary, summary
+    summary = pytest_summary(result.stdout)
+    assert " passed" in summary, summary
+    assert "skipped" not in summary and "failed" not in summary, summary
     assert (
         "[postgres]"
         in run(
@@ -99,7 +100,8 @@ def test_local_stack_end_to_end(installed: Path, stack_env: dict[str, str]) -> N
         assert set(SERVICES) <= set(started), started
 
         e2e = run(["make", "e2e"], cwd=installed, env=stack_env, timeout=300)
-        assert " passed" in e2e.stdout.strip().splitlines()[-1]
+        summary = pytest_summary(e2e.stdout)
+        assert " passed" in summary and "failed" not in summary, summary
         demo = run(["make", "demo"], cwd=installed, env=stack_env, timeout=120)
         assert "every read model shows every user" in demo.stdout
 
@@ -129,7 +131,7 @@ def test_local_stack_end_to_end(installed: Path, stack_env: dict[str, str]) -> N
         down = subprocess.run(
             ["make", "local-down"],
             cwd=installed,
-            env={**os.environ, **stack_env},
+            env=clean_env(stack_env),
             capture_output=True,
             text=True,
         )
@@ -158,7 +160,7 @@ def test_rabbitmq_local_up_starts_its_own_node_when_none_answers(
         assert "every read model shows every user" in demo.stdout
     finally:
         subprocess.run(
-            ["make", "local-down"], cwd=installed, env={**os.environ, **env}, capture_output=True
+            ["make", "local-down"], cwd=installed, env=clean_env(env), capture_output=True
         )
         shutil.rmtree(installed / "var", ignore_errors=True)
     wait_for(

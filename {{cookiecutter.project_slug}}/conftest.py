@@ -12,11 +12,15 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from eventkit.bus import InProcessTransport
+from eventkit.db import Database
+from eventkit.testing import running
 
 POSTGRES = os.environ.get("TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"] if POSTGRES else ["sqlite"]
@@ -44,3 +48,19 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 def transport() -> InProcessTransport:
     """The broker stand-in for a service's unit tests (real brokers: eventkit's and e2e tests)."""
     return InProcessTransport()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A migrated database of eventkit's and the service's tables."""
+    database = Database(database_url)
+    await database.create_all()
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The `app` fixture of the service under test, running, with an HTTP client for it."""
+    async with running(app) as http:
+        yield http

@@ -39,24 +39,18 @@ def clients() -> Iterator[dict[str, httpx.Client]]:
         client.close()
 
 
-@pytest.fixture
-def user(clients: dict[str, httpx.Client]) -> httpx.Client:
-    return clients["user"]
+def _client_of(name: str) -> Any:
+    @pytest.fixture(name=name)
+    def fixture(clients: dict[str, httpx.Client]) -> httpx.Client:
+        return clients[name]
+
+    return fixture
 
 
-@pytest.fixture
-def billing(clients: dict[str, httpx.Client]) -> httpx.Client:
-    return clients["billing"]
-
-
-@pytest.fixture
-def notification(clients: dict[str, httpx.Client]) -> httpx.Client:
-    return clients["notification"]
-
-
-@pytest.fixture
-def analytics(clients: dict[str, httpx.Client]) -> httpx.Client:
-    return clients["analytics"]
+user = _client_of("user")
+notification = _client_of("notification")
+analytics = _client_of("analytics")
+billing = _client_of("billing")
 
 
 def unique_email() -> str:

@@ -1,8 +1,5 @@
 """The consume pipeline: inbox, retries with backoff, dead letters; on a real database."""
 
-from collections.abc import AsyncIterator
-
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,14 +25,6 @@ class Recorder:
         if self.calls <= self.failures:
             raise RuntimeError(f"boom {self.calls}")
         self.applied.append(event.data["user_id"])
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.create_all()
-    yield database
-    await database.dispose()
 
 
 def make_pipeline(db: Database, handler: Recorder, max_retries: int = 3) -> Pipeline:

@@ -1,7 +1,5 @@
 """The outbox relay publishes committed events in order, and keeps them while the broker is down."""
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy import select
 
@@ -9,14 +7,6 @@ from eventkit import Envelope, add_to_outbox, new_event
 from eventkit.bus import InProcessTransport
 from eventkit.db import Database
 from eventkit.outbox import OutboxMessage, OutboxRelay
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.create_all()
-    yield database
-    await database.dispose()
 
 
 async def stage(db: Database, *events: Envelope) -> None:

@@ -1,24 +1,10 @@
 """Analytics' counters, fed events of both streams through the in-process transport."""
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
 
-from analytics_service.main import create_app
-from analytics_service.settings import Settings
 from eventkit import new_event
 from eventkit.bus import InProcessTransport
-from eventkit.testing import deliver, running
-
-
-@pytest.fixture
-async def client(
-    database_url: str, transport: InProcessTransport
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(DATABASE_URL=database_url), transport=transport)
-    async with running(app) as client:
-        yield client
+from eventkit.testing import deliver
 
 
 async def test_stats_count_every_event_type(

@@ -1,24 +1,10 @@
 """Billing's accounts read model, fed user events through the in-process transport."""
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
 
-from billing_service.main import create_app
-from billing_service.settings import Settings
 from eventkit import Envelope, new_event
 from eventkit.bus import InProcessTransport
-from eventkit.testing import deliver, running
-
-
-@pytest.fixture
-async def client(
-    database_url: str, transport: InProcessTransport
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(DATABASE_URL=database_url), transport=transport)
-    async with running(app) as client:
-        yield client
+from eventkit.testing import deliver
 
 
 def created(user_id: str = "u1") -> Envelope:

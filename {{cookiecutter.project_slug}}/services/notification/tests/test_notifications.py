@@ -1,24 +1,10 @@
 """Notification's read model, fed user events through the in-process transport."""
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
 
 from eventkit import new_event
 from eventkit.bus import InProcessTransport
-from eventkit.testing import deliver, running
-from notification_service.main import create_app
-from notification_service.settings import Settings
-
-
-@pytest.fixture
-async def client(
-    database_url: str, transport: InProcessTransport
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(DATABASE_URL=database_url), transport=transport)
-    async with running(app) as client:
-        yield client
+from eventkit.testing import deliver
 
 
 async def test_a_new_user_gets_one_welcome(

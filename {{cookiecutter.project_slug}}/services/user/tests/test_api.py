@@ -1,24 +1,11 @@
 """The user service's HTTP API, with the broker replaced by the in-process transport."""
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
 from eventkit import Envelope
 from eventkit.bus import InProcessTransport
-from eventkit.testing import async_wait_until, running
-from user_service.main import create_app
-from user_service.settings import Settings
-
-
-@pytest.fixture
-async def client(
-    database_url: str, transport: InProcessTransport
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(DATABASE_URL=database_url), transport=transport)
-    async with running(app) as client:
-        yield client
+from eventkit.testing import async_wait_until
 
 
 async def test_create_then_get_a_user(client: httpx.AsyncClient) -> None:

@@ -6,9 +6,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -137,6 +137,10 @@ def create_service(
 def get_kit(request: Request) -> ServiceKit:
     kit: ServiceKit = request.app.state.kit
     return kit
+
+
+Kit = Annotated[ServiceKit, Depends(get_kit)]
+"""Route parameter type that gives a handler its service's kit."""
 
 
 def _platform_routes(title: str) -> APIRouter:

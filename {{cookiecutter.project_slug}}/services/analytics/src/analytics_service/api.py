@@ -1,17 +1,15 @@
 """HTTP routes of the analytics service."""
 
 from decimal import Decimal
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from analytics_service.models import EventCount, Revenue
-from eventkit import ServiceKit, get_kit
+from eventkit import Kit
 
 router = APIRouter(tags=["analytics"])
-Kit = Annotated[ServiceKit, Depends(get_kit)]
 
 
 class Stats(BaseModel):

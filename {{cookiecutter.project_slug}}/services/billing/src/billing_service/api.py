@@ -1,16 +1,14 @@
 """HTTP routes of the billing service."""
 
 from decimal import Decimal
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
 from billing_service.models import Account
-from eventkit import ServiceKit, get_kit
+from eventkit import Kit
 
 router = APIRouter(tags=["billing"])
-Kit = Annotated[ServiceKit, Depends(get_kit)]
 
 
 class AccountOut(BaseModel):

@@ -1,17 +1,15 @@
 """HTTP routes of the notification service."""
 
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from eventkit import ServiceKit, get_kit
+from eventkit import Kit
 from notification_service.models import Notification
 
 router = APIRouter(tags=["notifications"])
-Kit = Annotated[ServiceKit, Depends(get_kit)]
 
 
 class NotificationOut(BaseModel):

@@ -5,17 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, EmailStr, Field
 from sqlalchemy.exc import IntegrityError
 
-from eventkit import ServiceKit, get_kit, new_event
+from eventkit import Kit, new_event
 from user_service import store
 from user_service.domain import User
 from user_service.models import UserEmail
 
 router = APIRouter(tags=["users"])
-Kit = Annotated[ServiceKit, Depends(get_kit)]
 
 
 class NewUser(BaseModel):
