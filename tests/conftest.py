@@ -60,7 +60,7 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env | (extra or {})
 
 
-def pytest_summary(output: str) -> str:
+def summary_line(output: str) -> str:
     """The closing `N passed ...` line of a pytest run in `output`."""
     lines = [line for line in output.splitlines() if re.search(r"\d+ (passed|failed)", line)]
     assert lines, f"no pytest summary in:\n{output[-3000:]}"

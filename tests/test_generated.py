@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import POSTGRES_URL, clean_env, free_port, pytest_summary, run, wait_for
+from conftest import POSTGRES_URL, clean_env, free_port, run, summary_line, wait_for
 
 pytestmark = pytest.mark.slow
 SERVICES = ["user", "notification", "analytics", "billing"]
@@ -59,7 +59,7 @@ def stack_env(installed: Path, request: pytest.FixtureRequest) -> dict[str, str]
 def test_generated_project_passes_its_own_tests(installed: Path) -> None:
     env = {"TEST_POSTGRES_URL": POSTGRES_URL}
     result = run(["make", "test"], cwd=installed, env=env, timeout=900)
-    summary = pytest_summary(result.stdout)
+    summary = summary_line(result.stdout)
     assert " passed" in summary, summary
     assert "skipped" not in summary and "failed" not in summary, summary
     assert (
@@ -100,7 +100,7 @@ def test_local_stack_end_to_end(installed: Path, stack_env: dict[str, str]) -> N
         assert set(SERVICES) <= set(started), started
 
         e2e = run(["make", "e2e"], cwd=installed, env=stack_env, timeout=300)
-        summary = pytest_summary(e2e.stdout)
+        summary = summary_line(e2e.stdout)
         assert " passed" in summary and "failed" not in summary, summary
         demo = run(["make", "demo"], cwd=installed, env=stack_env, timeout=120)
         assert "every read model shows every user" in demo.stdout
