@@ -5,7 +5,9 @@
     python scripts/local.py status
 
 Ports come from USER_PORT, NOTIFICATION_PORT, ANALYTICS_PORT, BILLING_PORT (defaults
-8001-8004); BROKER_URL and DATABASE_URL pass through to the services. Logs go to var/log/.
+8001-8004); BROKER_URL passes through to the services. DATABASE_URL (default: a SQLite
+file per service under var/) may contain `{service}`, replaced by each service's name,
+e.g. postgresql+asyncpg://postgres@127.0.0.1/shop_{service}. Logs go to var/log/.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ def port(service: str) -> int:
     return int(os.environ.get(f"{service.upper()}_PORT", SERVICES[service]))
 
 
+def database_url(service: str) -> dict[str, str]:
+    """DATABASE_URL may name `{service}`, so each service gets a database of its own."""
+    url = os.environ.get("DATABASE_URL", "")
+    return {"DATABASE_URL": url.replace("{service}", service)} if url else {}
+
+
 def program(name: str, command: str, environment: dict[str, str] | None = None) -> str:
     env = ",".join(f'{k}="{v}"' for k, v in (environment or {}).items())
     lines = [
@@ -56,8 +64,16 @@ def program(name: str, command: str, environment: dict[str, str] | None = None) 
 
 def write_config() -> None:
     programs = [program(name, cmd, env) for name, cmd, env in local_broker.programs(VAR)]
+    feeds = {
+        "USER_SERVICE_URL": f"http://127.0.0.1:{port('user')}",
+        "BILLING_SERVICE_URL": f"http://127.0.0.1:{port('billing')}",
+    }
     programs += [
-        program(name, f"{sys.executable} -m {name}_service", {"PORT": str(port(name))})
+        program(
+            name,
+            f"{sys.executable} -m {name}_service",
+            {"PORT": str(port(name)), **feeds, **database_url(name)},
+        )
         for name in SERVICES
     ]
     CONF.write_text(

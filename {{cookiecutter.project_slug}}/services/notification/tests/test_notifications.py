@@ -1,10 +1,15 @@
-"""Notification's read model, fed user events through the in-process transport."""
+"""Notification's read model, fed events through the in-process transport."""
 
 import httpx
 
 from eventkit import new_event
 from eventkit.bus import InProcessTransport
 from eventkit.testing import deliver
+
+
+async def sent_to(client: httpx.AsyncClient, user_id: str) -> list[tuple[str, str]]:
+    sent = (await client.get("/notifications", params={"user_id": user_id})).json()
+    return [(n["kind"], n["recipient"]) for n in sent]
 
 
 async def test_a_new_user_gets_one_welcome(
@@ -22,3 +27,26 @@ async def test_a_new_user_gets_one_welcome(
     assert sent[0]["channel"] == "log"
     assert sent[0]["created_at"].endswith(("+00:00", "Z"))
     assert (await client.get("/notifications", params={"user_id": "other"})).json() == []
+
+
+async def test_every_kind_goes_to_the_current_address(
+    client: httpx.AsyncClient, transport: InProcessTransport
+) -> None:
+    user = {"user_id": "u1", "name": "Ada", "email": "ada@example.com"}
+    await deliver(transport, new_event("UserCreated", user, source="user"))
+    await deliver(
+        transport, new_event("NameChanged", {"user_id": "u1", "new_name": "A"}, source="user")
+    )
+    await deliver(
+        transport,
+        new_event("EmailChanged", {"user_id": "u1", "new_email": "a@new.io"}, source="user"),
+    )
+    invoice = {"invoice_id": "i1", "user_id": "u1", "amount": "9.50"}
+    await deliver(transport, new_event("InvoiceIssued", invoice, source="billing"))
+    await deliver(transport, new_event("UserDeactivated", {"user_id": "u1"}, source="user"))
+    assert await sent_to(client, "u1") == [
+        ("welcome", "ada@example.com"),
+        ("email_changed", "a@new.io"),
+        ("invoice_issued", "a@new.io"),
+        ("goodbye", "a@new.io"),
+    ]

@@ -11,7 +11,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -81,6 +82,41 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1)))
 
 
+class Gate:
+    """Lets handlers run side by side until closed; closing waits for those in flight.
+
+    A rebuild closes the live pipeline's gate so no live event lands mid-rebuild.
+    """
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._in_flight = 0
+
+    @asynccontextmanager
+    async def passage(self) -> AsyncIterator[None]:
+        await self._open.wait()
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    @asynccontextmanager
+    async def closed(self) -> AsyncIterator[None]:
+        self._open.clear()
+        try:
+            await self._idle.wait()
+            yield
+        finally:
+            self._open.set()
+
+
 class Pipeline:
     """Applies raw messages of one service's streams to its database."""
 
@@ -91,6 +127,7 @@ class Pipeline:
         self.db = db
         self.transport = transport
         self.retry = retry
+        self.gate = Gate()
 
     def attach(self) -> None:
         for stream in self.consumer.handlers:
@@ -98,7 +135,8 @@ class Pipeline:
 
     def _raw_handler(self, stream: str) -> Callable[[bytes], Awaitable[None]]:
         async def handle(body: bytes) -> None:
-            await self.handle(stream, body)
+            async with self.gate.passage():
+                await self.handle(stream, body)
 
         return handle
 
@@ -107,7 +145,7 @@ class Pipeline:
         try:
             event = parse(raw)
         except InvalidEvent as exc:
-            await self._dead_letter(stream, raw, None, str(exc), attempts=0)
+            await self._dead_letter(stream, raw, exc.event, str(exc), attempts=0)
             return
         handler = self.consumer.handlers[stream]
         attempt = 0

@@ -18,6 +18,8 @@ from eventkit.envelope import Envelope
 USER_EVENTS = "user.events"
 BILLING_EVENTS = "billing.events"
 STREAMS = (USER_EVENTS, BILLING_EVENTS)
+# The one service that publishes each stream (and serves its feed).
+PRODUCERS = {USER_EVENTS: "user", BILLING_EVENTS: "billing"}
 
 
 class EventData(BaseModel):
@@ -88,6 +90,10 @@ def upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaste
 class InvalidEvent(ValueError):
     """An event no handler can ever apply; it goes to the dead letters without retries."""
 
+    def __init__(self, reason: str, event: Envelope | None = None) -> None:
+        super().__init__(reason)
+        self.event = event  # the envelope, when the message was one
+
 
 def validate(event: Envelope) -> Envelope:
     """Upcast `event` to the current version of its type and validate its data."""
@@ -116,7 +122,10 @@ def parse(raw: bytes) -> Envelope:
     except ValidationError as exc:
         kind = "not valid JSON" if exc.errors()[0]["type"] == "json_invalid" else "not an envelope"
         raise InvalidEvent(f"{kind}: {_first_error(exc)}") from exc
-    return validate(event)
+    try:
+        return validate(event)
+    except InvalidEvent as exc:
+        raise InvalidEvent(str(exc), event) from exc
 
 
 def _first_error(exc: ValidationError) -> str:

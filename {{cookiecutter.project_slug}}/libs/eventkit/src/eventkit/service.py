@@ -33,6 +33,8 @@ class ServiceKit:
         settings: ServiceSettings,
         consumer: Consumer | None = None,
         transport: Transport | None = None,
+        replay_consumer: Consumer | None = None,
+        read_models: Sequence[type[Any]] = (),
     ) -> None:
         self.settings = settings
         self.db = Database(settings.database_url)
@@ -40,20 +42,15 @@ class ServiceKit:
             broker.config_from_settings(settings)
         )
         self.relay = OutboxRelay(self.db, self.transport, settings.OUTBOX_POLL_SECONDS)
-        self.pipeline = (
-            Pipeline(
-                consumer,
-                self.db,
-                self.transport,
-                RetryPolicy(
-                    settings.MAX_RETRIES,
-                    settings.RETRY_BACKOFF_SECONDS,
-                    settings.RETRY_BACKOFF_MAX_SECONDS,
-                ),
-            )
-            if consumer
-            else None
+        retry = RetryPolicy(
+            settings.MAX_RETRIES, settings.RETRY_BACKOFF_SECONDS, settings.RETRY_BACKOFF_MAX_SECONDS
         )
+        self.pipeline = Pipeline(consumer, self.db, self.transport, retry) if consumer else None
+        replay_consumer = replay_consumer or consumer
+        self.replay_pipeline = (
+            Pipeline(replay_consumer, self.db, self.transport, retry) if replay_consumer else None
+        )
+        self.read_models = list(read_models)
         self.connected = asyncio.Event()
         self._connector: asyncio.Task[None] | None = None
 
@@ -116,9 +113,15 @@ def create_service(
     routers: Sequence[APIRouter] = (),
     consumer: Consumer | None = None,
     transport: Transport | None = None,
+    replay_consumer: Consumer | None = None,
+    read_models: Sequence[type[Any]] = (),
+    event_feed: bool = False,
 ) -> FastAPI:
+    """The service's app. A consumer gets /dlq and /admin/rebuild; a publisher gets /events."""
+    from eventkit import admin, feed  # they import Kit from here
+
     configure_logging(settings.SERVICE_NAME, settings.LOG_LEVEL)
-    kit = ServiceKit(settings, consumer, transport)
+    kit = ServiceKit(settings, consumer, transport, replay_consumer, read_models)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -129,6 +132,10 @@ def create_service(
     app = FastAPI(title=title, lifespan=lifespan)
     app.state.kit = kit
     app.include_router(_platform_routes(title))
+    if consumer is not None:
+        app.include_router(admin.router)
+    if event_feed:
+        app.include_router(feed.router)
     for router in routers:
         app.include_router(router)
     return app

@@ -8,6 +8,7 @@ from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventkit.broker import DEFAULT_BROKER_URL
+from eventkit.events import PRODUCERS
 
 PLACEHOLDER = "changethis"
 
@@ -30,12 +31,21 @@ class ServiceSettings(BaseSettings):
     RETRY_BACKOFF_MAX_SECONDS: float = 5.0
     OUTBOX_POLL_SECONDS: float = 1.0
 
+    # Where the publishers serve their event feeds, for rebuilds.
+    USER_SERVICE_URL: str = "http://localhost:8001"
+    BILLING_SERVICE_URL: str = "http://localhost:8004"
+
     # Unset in development: admin calls are open. Set it wherever others can reach the service.
     ADMIN_TOKEN: str | None = None
 
     @property
     def database_url(self) -> str:
         return self.DATABASE_URL or f"sqlite+aiosqlite:///var/{self.SERVICE_NAME}.db"
+
+    def feed_url(self, stream: str) -> str:
+        producer = PRODUCERS[stream]
+        base: str = getattr(self, f"{producer.upper()}_SERVICE_URL")
+        return f"{base.rstrip('/')}/events"
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Self:

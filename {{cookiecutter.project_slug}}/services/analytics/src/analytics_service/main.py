@@ -4,6 +4,7 @@ from fastapi import FastAPI
 
 from analytics_service.api import router
 from analytics_service.handlers import consumer
+from analytics_service.models import EventCount, Revenue
 from analytics_service.settings import Settings
 from eventkit import create_service
 from eventkit.transport import Transport
@@ -15,5 +16,6 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
         title="analytics service",
         routers=[router],
         consumer=consumer,
+        read_models=[EventCount, Revenue],
         transport=transport,
     )

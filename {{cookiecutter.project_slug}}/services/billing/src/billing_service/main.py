@@ -4,6 +4,7 @@ from fastapi import FastAPI
 
 from billing_service.api import router
 from billing_service.handlers import consumer
+from billing_service.models import Account
 from billing_service.settings import Settings
 from eventkit import create_service
 from eventkit.transport import Transport
@@ -15,5 +16,7 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
         title="billing service",
         routers=[router],
         consumer=consumer,
+        read_models=[Account],
+        event_feed=True,
         transport=transport,
     )

@@ -1,5 +1,7 @@
-"""Billing's read model of accounts, built from user events."""
+"""Billing's tables: accounts (a read model built from user events) and invoices (its own)."""
 
+import uuid
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import Numeric, String
@@ -9,10 +11,21 @@ from eventkit.db import Base
 
 
 class Account(Base):
+    """What billing knows of a user; rebuilt from user events, so it holds nothing else."""
+
     __tablename__ = "accounts"
 
     user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     email: Mapped[str] = mapped_column(String(320))
     status: Mapped[str] = mapped_column(String(20))
-    invoices: Mapped[int] = mapped_column(default=0)
-    invoiced_total: Mapped[Decimal] = mapped_column(Numeric(14, 2), default=Decimal("0"))
+
+
+class Invoice(Base):
+    __tablename__ = "invoices"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    user_id: Mapped[str] = mapped_column(String(36), index=True)
+    amount: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    status: Mapped[str] = mapped_column(String(20), default="issued")
+    issued_at: Mapped[datetime]

@@ -13,7 +13,7 @@ async def apply_user_event(session: AsyncSession, event: Envelope) -> None:
         return
     account = await session.get(Account, data["user_id"])
     if account is None:
-        # Events of one user are ordered, so this user was never created here.
+        # One user's events are ordered, so its UserCreated has not been applied: retry.
         raise LookupError(f"{event.type} for unknown account {data['user_id']}")
     match event.type:
         case "EmailChanged":

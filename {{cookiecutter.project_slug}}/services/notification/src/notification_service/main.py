@@ -5,15 +5,22 @@ from fastapi import FastAPI
 from eventkit import create_service
 from eventkit.transport import Transport
 from notification_service.api import router
-from notification_service.handlers import consumer
+from notification_service.handlers import build_consumer
+from notification_service.models import Notification, Recipient
+from notification_service.sender import QuietSender, sender_for
 from notification_service.settings import Settings
 
 
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
+    settings = settings or Settings()
+    sender = sender_for(settings)
     return create_service(
-        settings or Settings(),
+        settings,
         title="notification service",
         routers=[router],
-        consumer=consumer,
+        consumer=build_consumer(sender),
+        # A rebuild replays history into the read model without sending anything again.
+        replay_consumer=build_consumer(QuietSender(sender.channel)),
+        read_models=[Notification, Recipient],
         transport=transport,
     )

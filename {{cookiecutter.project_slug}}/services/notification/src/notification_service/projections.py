@@ -1,6 +1,6 @@
 """Which events produce which notification, and recording what was sent."""
 
-from datetime import UTC, datetime
+from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,21 +12,56 @@ from notification_service.sender import Message, Sender
 async def apply_user_event(session: AsyncSession, event: Envelope, sender: Sender) -> None:
     data = event.data
     if event.type == "UserCreated":
-        session.add(Recipient(user_id=data["user_id"], name=data["name"], email=data["email"]))
-        await _notify(session, sender, event, "welcome", data["email"], f"Welcome, {data['name']}!")
+        recipient = Recipient(user_id=data["user_id"], name=data["name"], email=data["email"])
+        session.add(recipient)
+        await _notify(session, sender, event, recipient, "welcome", f"Welcome, {recipient.name}!")
+        return
+    recipient = await _recipient(session, data["user_id"], event)
+    match event.type:
+        case "NameChanged":
+            recipient.name = data["new_name"]
+        case "EmailChanged":
+            recipient.email = data["new_email"]
+            await _notify(
+                session, sender, event, recipient, "email_changed", "Your email address changed"
+            )
+        case "UserDeactivated":
+            await _notify(
+                session, sender, event, recipient, "goodbye", f"Goodbye, {recipient.name}"
+            )
+
+
+async def apply_billing_event(session: AsyncSession, event: Envelope, sender: Sender) -> None:
+    if event.type == "InvoiceIssued":
+        recipient = await _recipient(session, event.data["user_id"], event)
+        subject = f"Invoice {event.data['invoice_id']}: {event.data['amount']}"
+        await _notify(session, sender, event, recipient, "invoice_issued", subject)
+
+
+async def _recipient(session: AsyncSession, user_id: str, event: Envelope) -> Recipient:
+    recipient = await session.get(Recipient, user_id)
+    if recipient is None:
+        # Its UserCreated has not been applied yet (another stream may be ahead): retry.
+        raise LookupError(f"{event.type} for unknown recipient {user_id}")
+    return recipient
 
 
 async def _notify(
-    session: AsyncSession, sender: Sender, event: Envelope, kind: str, to: str, subject: str
+    session: AsyncSession,
+    sender: Sender,
+    event: Envelope,
+    recipient: Recipient,
+    kind: str,
+    subject: str,
 ) -> None:
-    await sender.send(Message(to=to, subject=subject, body=subject))
+    await sender.send(Message(to=recipient.email, subject=subject, body=subject))
     session.add(
         Notification(
-            user_id=event.data["user_id"],
+            user_id=recipient.user_id,
             kind=kind,
             channel=sender.channel,
-            recipient=to,
+            recipient=recipient.email,
             event_id=str(event.id),
-            created_at=datetime.now(UTC),
+            created_at=event.timestamp,
         )
     )

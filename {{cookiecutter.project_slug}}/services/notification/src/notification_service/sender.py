@@ -1,8 +1,15 @@
-"""Where messages go: a log sink locally (SMTP to Mailpit is configured under compose)."""
+"""Where messages go: SMTP when SMTP_HOST is set (Mailpit under compose), else the log."""
+
+from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from email.message import EmailMessage
 from typing import Protocol
+
+import aiosmtplib
+
+from notification_service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,3 +34,32 @@ class LogSender:
 
     async def send(self, message: Message) -> None:
         log.info("email to %s: %s", message.to, message.subject)
+
+
+class SmtpSender:
+    channel = "email"
+
+    def __init__(self, host: str, port: int, sender: str) -> None:
+        self.host, self.port, self.sender = host, port, sender
+
+    async def send(self, message: Message) -> None:
+        email = EmailMessage()
+        email["From"], email["To"], email["Subject"] = self.sender, message.to, message.subject
+        email.set_content(message.body)
+        await aiosmtplib.send(email, hostname=self.host, port=self.port, timeout=10)
+
+
+class QuietSender:
+    """Used while a rebuild replays history: records the channel, sends nothing again."""
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+
+    async def send(self, message: Message) -> None:
+        return None
+
+
+def sender_for(settings: Settings) -> Sender:
+    if settings.SMTP_HOST:
+        return SmtpSender(settings.SMTP_HOST, settings.SMTP_PORT, settings.SMTP_FROM)
+    return LogSender()

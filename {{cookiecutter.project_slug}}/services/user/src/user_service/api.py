@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, EmailStr, Field
+from fastapi import APIRouter, Header, HTTPException, Query
+from pydantic import BaseModel, EmailStr, Field, model_validator
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from eventkit import Kit, new_event
+from eventkit import Kit
 from user_service import store
-from user_service.domain import User
+from user_service.domain import RuleViolation, User
 from user_service.models import UserEmail
 
 router = APIRouter(tags=["users"])
+Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class NewUser(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     email: EmailStr
+
+
+class UserChange(BaseModel):
+    name: Name | None = None
+    email: EmailStr | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> UserChange:
+        if self.name is None and self.email is None:
+            raise ValueError("give at least one of name, email")
+        return self
 
 
 class UserOut(BaseModel):
@@ -29,29 +43,29 @@ class UserOut(BaseModel):
     status: str
     version: int
 
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            id=user.id, name=user.name, email=user.email, status=user.status, version=user.version
+        )
 
-def _out(user: User) -> UserOut:
-    return UserOut(
-        id=user.id, name=user.name, email=user.email, status=user.status, version=user.version
-    )
+
+IfMatch = Annotated[
+    str | None,
+    Header(description="The version the change was decided on; 409 if it is not current."),
+]
 
 
 @router.post("/users", status_code=201, response_model=UserOut)
 async def create_user(body: NewUser, kit: Kit) -> UserOut:
-    user_id = str(uuid.uuid4())
-    email = str(body.email)
-    event = new_event(
-        "UserCreated",
-        {"user_id": user_id, "name": body.name, "email": email},
-        source=kit.settings.SERVICE_NAME,
-    )
+    user = User.create(str(uuid.uuid4()), body.name, str(body.email))
     try:
         async with kit.transaction() as session:
-            session.add(UserEmail(email=email.lower(), user_id=user_id))
-            store.append(session, user_id, 1, event)
+            await _claim_email(session, user.email, user.id)
+            store.save(session, user)
     except IntegrityError:
-        raise HTTPException(409, detail=f"email {email} is already taken") from None
-    return _out(User.replay(user_id, [event]))
+        raise HTTPException(409, detail=f"email {user.email} is already taken") from None
+    return UserOut.of(user)
 
 
 @router.get("/users/{user_id}", response_model=UserOut)
@@ -65,4 +79,62 @@ async def get_user(
     user = User.replay(user_id, events)
     if version is not None and user.version < version:
         raise HTTPException(404, detail=f"user {user_id} has no version {version}")
-    return _out(user)
+    return UserOut.of(user)
+
+
+@router.patch("/users/{user_id}", response_model=UserOut)
+async def change_user(
+    user_id: str, body: UserChange, kit: Kit, if_match: IfMatch = None
+) -> UserOut:
+    email = str(body.email) if body.email is not None else None
+    return await _decide(kit, user_id, if_match, lambda user: user.change(body.name, email))
+
+
+@router.delete("/users/{user_id}", response_model=UserOut)
+async def deactivate_user(user_id: str, kit: Kit, if_match: IfMatch = None) -> UserOut:
+    return await _decide(kit, user_id, if_match, lambda user: user.deactivate())
+
+
+@router.get("/users/{user_id}/events")
+async def user_events(user_id: str, kit: Kit) -> list[dict[str, Any]]:
+    async with kit.db.sessions() as session:
+        events = await store.load(session, user_id)
+    if not events:
+        raise HTTPException(404, detail=f"user {user_id} not found")
+    return [event.model_dump(mode="json") for event in events]
+
+
+async def _decide(kit: Kit, user_id: str, if_match: str | None, command: Any) -> UserOut:
+    """Load, check the expected version, run the command, append its events; 409 on any race."""
+    try:
+        async with kit.transaction() as session:
+            user = await store.load_user(session, user_id)
+            if user is None:
+                raise HTTPException(404, detail=f"user {user_id} not found")
+            if if_match is not None and if_match.strip('"W/ ') != str(user.version):
+                raise HTTPException(
+                    409, detail=f"version conflict: If-Match {if_match}, current {user.version}"
+                )
+            old_email = user.email
+            try:
+                command(user)
+            except RuleViolation as exc:
+                raise HTTPException(409, detail=str(exc)) from None
+            if user.email.lower() != old_email.lower():
+                await _claim_email(session, user.email, user.id)
+                await session.execute(delete(UserEmail).where(UserEmail.email == old_email.lower()))
+            store.save(session, user)
+    except IntegrityError:
+        raise HTTPException(
+            409, detail=f"user {user_id} was changed concurrently; read it again and retry"
+        ) from None
+    return UserOut.of(user)
+
+
+async def _claim_email(session: AsyncSession, email: str, user_id: str) -> None:
+    """Reserve `email` for `user_id` in this transaction; 409 if another user holds it."""
+    holder = await session.scalar(select(UserEmail.user_id).where(UserEmail.email == email.lower()))
+    if holder is not None and holder != user_id:
+        raise HTTPException(409, detail=f"email {email} is already taken")
+    if holder is None:
+        session.add(UserEmail(email=email.lower(), user_id=user_id))

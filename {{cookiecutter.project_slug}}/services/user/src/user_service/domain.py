@@ -1,11 +1,22 @@
-"""The user aggregate: its state is whatever replaying its events gives."""
+"""The user aggregate: its state is whatever replaying its events gives.
+
+Commands (`create`, `change`, `deactivate`) check the rules against the current state
+and return the new events; they never touch storage.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from eventkit import Envelope
+from eventkit import Envelope, new_event
+
+SOURCE = "user"
+
+
+class RuleViolation(Exception):
+    """The command is not allowed in the aggregate's current state (HTTP 409)."""
 
 
 @dataclass
@@ -15,6 +26,7 @@ class User:
     email: str = ""
     status: str = "active"
     version: int = 0
+    pending: list[Envelope] = field(default_factory=list, repr=False)
 
     def apply(self, event: Envelope) -> None:
         data = event.data
@@ -35,3 +47,29 @@ class User:
         for event in events:
             user.apply(event)
         return user
+
+    @classmethod
+    def create(cls, user_id: str, name: str, email: str) -> User:
+        user = cls(id=user_id)
+        user._record("UserCreated", {"name": name, "email": email})
+        return user
+
+    def change(self, name: str | None = None, email: str | None = None) -> None:
+        self._require_active()
+        if name is not None and name != self.name:
+            self._record("NameChanged", {"new_name": name})
+        if email is not None and email != self.email:
+            self._record("EmailChanged", {"new_email": email})
+
+    def deactivate(self) -> None:
+        self._require_active()
+        self._record("UserDeactivated", {})
+
+    def _require_active(self) -> None:
+        if self.status != "active":
+            raise RuleViolation(f"user {self.id} is {self.status}; it cannot change")
+
+    def _record(self, event_type: str, data: dict[str, Any]) -> None:
+        event = new_event(event_type, {"user_id": self.id, **data}, source=SOURCE)
+        self.apply(event)
+        self.pending.append(event)

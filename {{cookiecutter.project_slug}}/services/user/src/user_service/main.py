@@ -10,5 +10,9 @@ from user_service.settings import Settings
 
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
     return create_service(
-        settings or Settings(), title="user service", routers=[router], transport=transport
+        settings or Settings(),
+        title="user service",
+        routers=[router],
+        transport=transport,
+        event_feed=True,
     )

@@ -1,4 +1,8 @@
-"""Reading and appending a user's events; every append also stages them in the outbox."""
+"""The event store: reading a user's events and appending new ones.
+
+Appending also stages each event in the outbox, in the same transaction, so what
+is stored is exactly what gets published.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit import Envelope, add_to_outbox
+from user_service.domain import User
 from user_service.models import StoredEvent
 
 
@@ -17,25 +22,37 @@ async def load(session: AsyncSession, user_id: str, up_to: int | None = None) ->
     return [_envelope(row) for row in rows]
 
 
-def append(session: AsyncSession, user_id: str, version: int, event: Envelope) -> None:
-    """Append `event` as `version` of the user's stream; a concurrent writer's flush fails."""
-    session.add(
-        StoredEvent(
-            stream_id=user_id,
-            version=version,
-            event_id=str(event.id),
-            type=event.type,
-            schema_version=event.version,
-            data=event.data,
-            meta={
-                "source": event.source,
-                "correlation_id": event.correlation_id,
-                "causation_id": event.causation_id,
-            },
-            timestamp=event.timestamp,
+async def load_user(session: AsyncSession, user_id: str) -> User | None:
+    events = await load(session, user_id)
+    return User.replay(user_id, events) if events else None
+
+
+def save(session: AsyncSession, user: User) -> None:
+    """Append the user's pending events after the version they were decided on.
+
+    Two writers that decided on the same version both insert the same (stream_id, version);
+    the unique constraint lets one commit and fails the other.
+    """
+    first = user.version - len(user.pending) + 1
+    for version, event in enumerate(user.pending, start=first):
+        session.add(
+            StoredEvent(
+                stream_id=user.id,
+                version=version,
+                event_id=str(event.id),
+                type=event.type,
+                schema_version=event.version,
+                data=event.data,
+                meta={
+                    "source": event.source,
+                    "correlation_id": event.correlation_id,
+                    "causation_id": event.causation_id,
+                },
+                timestamp=event.timestamp,
+            )
         )
-    )
-    add_to_outbox(session, event, key=user_id)
+        add_to_outbox(session, event, key=user.id)
+    user.pending.clear()
 
 
 def _envelope(row: StoredEvent) -> Envelope:

@@ -1,0 +1,67 @@
+"""Invoices: only for known, active users; money as Decimal; InvoiceIssued published."""
+
+from decimal import Decimal
+
+import httpx
+
+from eventkit import Envelope, new_event
+from eventkit.bus import InProcessTransport
+from eventkit.testing import async_wait_until, deliver
+
+
+async def open_account(transport: InProcessTransport, user_id: str = "u1") -> None:
+    data = {"user_id": user_id, "name": "Ada", "email": "ada@example.com"}
+    await deliver(transport, new_event("UserCreated", data, source="user"))
+
+
+async def test_an_invoice_is_issued_and_published(
+    client: httpx.AsyncClient, transport: InProcessTransport
+) -> None:
+    await open_account(transport)
+    response = await client.post(
+        "/invoices", json={"user_id": "u1", "amount": "19.99", "description": "plan"}
+    )
+    assert response.status_code == 201
+    invoice = response.json()
+    assert (invoice["user_id"], invoice["amount"], invoice["status"]) == ("u1", "19.99", "issued")
+
+    async def published() -> list[Envelope]:
+        return [
+            Envelope.from_bytes(body)
+            for stream, body in transport.published
+            if stream == "billing.events"
+        ]
+
+    [event] = await async_wait_until(published, what="InvoiceIssued on billing.events")
+    assert event.type == "InvoiceIssued"
+    assert event.data == {"invoice_id": invoice["id"], "user_id": "u1", "amount": "19.99"}
+
+
+async def test_account_totals_follow_invoices_exactly(
+    client: httpx.AsyncClient, transport: InProcessTransport
+) -> None:
+    await open_account(transport)
+    for amount in ("0.10", "0.20", "100.05"):
+        assert (
+            await client.post("/invoices", json={"user_id": "u1", "amount": amount})
+        ).status_code == 201
+    account = (await client.get("/accounts/u1")).json()
+    assert account["invoices"] == 3
+    assert Decimal(account["invoiced_total"]) == Decimal("100.35")
+    listed = (await client.get("/invoices", params={"user_id": "u1"})).json()
+    assert [i["amount"] for i in listed] == ["0.10", "0.20", "100.05"]
+    assert (await client.get("/invoices", params={"user_id": "other"})).json() == []
+
+
+async def test_invoice_errors(client: httpx.AsyncClient, transport: InProcessTransport) -> None:
+    unknown = await client.post("/invoices", json={"user_id": "ghost", "amount": "5"})
+    assert unknown.status_code == 404
+    await open_account(transport)
+    for amount in ("0", "-1", "1.001", "abc"):
+        bad = await client.post("/invoices", json={"user_id": "u1", "amount": amount})
+        assert bad.status_code == 422, amount
+        assert bad.json()["detail"][0]["loc"][-1] == "amount"
+    await deliver(transport, new_event("UserDeactivated", {"user_id": "u1"}, source="user"))
+    closed = await client.post("/invoices", json={"user_id": "u1", "amount": "5"})
+    assert closed.status_code == 409
+    assert "deactivated" in closed.json()["detail"]

@@ -1,0 +1,102 @@
+"""Bad messages on the real broker: each consumer dead-letters them with the reason and
+keeps going; a replayed dead letter travels through the broker again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+
+from eventkit import broker, new_event
+from eventkit.testing import wait_until
+
+CONSUMERS = ["notification", "analytics", "billing"]
+TIMEOUT = 60.0
+
+
+def publish(*messages: tuple[bytes, str]) -> None:
+    """Publish raw bodies to user.events with this project's own transport."""
+    settings = SimpleNamespace(
+        BROKER_URL=os.environ.get("BROKER_URL", broker.DEFAULT_BROKER_URL),
+        SERVICE_NAME=f"e2e-{uuid.uuid4().hex[:6]}",
+        MAX_RETRIES=0,
+    )
+
+    async def send() -> None:
+        transport = broker.BrokerTransport(broker.config_from_settings(settings))
+        await transport.start()
+        try:
+            for body, key in messages:
+                await transport.publish("user.events", body, key=key, event_type="e2e")
+        finally:
+            await transport.stop()
+
+    asyncio.run(send())
+
+
+def letters(client: httpx.Client) -> list[dict[str, Any]]:
+    response = client.get("/dlq")
+    assert response.status_code == 200, response.text
+    body: list[dict[str, Any]] = response.json()
+    return body
+
+
+@pytest.fixture
+def consumers(clients: dict[str, httpx.Client]) -> dict[str, httpx.Client]:
+    return {name: clients[name] for name in CONSUMERS}
+
+
+def test_bad_messages_are_dead_lettered_and_the_consumer_keeps_going(
+    consumers: dict[str, httpx.Client], new_user: Any
+) -> None:
+    marker = uuid.uuid4().hex
+    unknown = new_event("UserTeleported", {"user_id": marker}, source="e2e")
+    publish((f"not json {marker}".encode(), marker), (unknown.to_bytes(), marker))
+    for name, client in consumers.items():
+
+        def reasons(client: httpx.Client = client) -> dict[str, str]:
+            found = {}
+            for letter in letters(client):
+                if marker in letter["payload"]:
+                    kind = "unknown" if letter["event_id"] == str(unknown.id) else "malformed"
+                    found[kind] = f"{letter['attempts']}:{letter['error']}"
+            return found if len(found) == 2 else {}
+
+        got = wait_until(reasons, timeout=TIMEOUT, what=f"{name} to dead-letter both messages")
+        assert got["malformed"].startswith("0:not valid JSON"), (name, got)
+        assert got["unknown"] == "0:unknown event type 'UserTeleported'", (name, got)
+
+    # The consumers kept going: a good event after the bad ones still fans out.
+    created = new_user("after poison")
+    wait_until(
+        lambda: consumers["billing"].get(f"/accounts/{created['id']}").status_code == 200,
+        timeout=TIMEOUT,
+        what="billing to apply the event after the bad ones",
+    )
+
+
+def test_replaying_a_dead_letter_sends_it_through_the_broker_again(
+    consumers: dict[str, httpx.Client],
+) -> None:
+    analytics = consumers["analytics"]
+    unknown = new_event("UserTeleported", {"user_id": uuid.uuid4().hex}, source="e2e")
+    publish((unknown.to_bytes(), "k"))
+
+    def failed_at() -> str | None:
+        matches = [d["failed_at"] for d in letters(analytics) if d["event_id"] == str(unknown.id)]
+        return matches[0] if matches else None
+
+    first = wait_until(failed_at, timeout=TIMEOUT, what="the dead letter to appear")
+    replayed = analytics.post("/dlq/replay", json={"event_ids": [str(unknown.id)]})
+    assert replayed.json() == {"replayed": 1}
+    # Still unknown, so it comes back, dead-lettered anew.
+    wait_until(
+        lambda: (again := failed_at()) is not None and again != first,
+        timeout=TIMEOUT,
+        what="the replayed event to be dead-lettered again",
+    )
