@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -18,6 +19,7 @@ from eventkit.consumer import Consumer, Pipeline, RetryPolicy
 from eventkit.db import Database
 from eventkit.envelope import Envelope
 from eventkit.logs import configure_logging
+from eventkit.migrations import upgrade_async
 from eventkit.outbox import OutboxRelay
 from eventkit.settings import ServiceSettings
 from eventkit.transport import Transport
@@ -35,8 +37,10 @@ class ServiceKit:
         transport: Transport | None = None,
         replay_consumer: Consumer | None = None,
         read_models: Sequence[type[Any]] = (),
+        migrations: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.migrations = migrations
         self.db = Database(settings.database_url)
         self.transport: Transport = transport or broker.BrokerTransport(
             broker.config_from_settings(settings)
@@ -66,7 +70,10 @@ class ServiceKit:
         await self.transport.publish(stream, event.to_bytes(), key=key, event_type=event.type)
 
     async def start(self) -> None:
-        await self.db.create_all()
+        if self.migrations is not None:
+            await upgrade_async(self.settings.database_url, self.migrations)
+        else:  # no migration history (eventkit's own tests): create the tables directly
+            await self.db.create_all()
         if self.pipeline is not None:
             self.pipeline.attach()
         self._connector = asyncio.create_task(self._connect(), name="broker-connect")
@@ -116,12 +123,13 @@ def create_service(
     replay_consumer: Consumer | None = None,
     read_models: Sequence[type[Any]] = (),
     event_feed: bool = False,
+    migrations: Path | None = None,
 ) -> FastAPI:
     """The service's app. A consumer gets /dlq and /admin/rebuild; a publisher gets /events."""
     from eventkit import admin, feed  # they import Kit from here
 
     configure_logging(settings.SERVICE_NAME, settings.LOG_LEVEL)
-    kit = ServiceKit(settings, consumer, transport, replay_consumer, read_models)
+    kit = ServiceKit(settings, consumer, transport, replay_consumer, read_models, migrations)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,5 +1,7 @@
 """The billing service's app: its read model's routes and its subscribers."""
 
+from pathlib import Path
+
 from fastapi import FastAPI
 
 from billing_service.api import router
@@ -8,6 +10,8 @@ from billing_service.models import Account
 from billing_service.settings import Settings
 from eventkit import create_service
 from eventkit.transport import Transport
+
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
@@ -19,4 +23,5 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
         read_models=[Account],
         event_feed=True,
         transport=transport,
+        migrations=MIGRATIONS,
     )

@@ -1,5 +1,7 @@
 """The notification service's app: its read model's routes and its subscribers."""
 
+from pathlib import Path
+
 from fastapi import FastAPI
 
 from eventkit import create_service
@@ -9,6 +11,8 @@ from notification_service.handlers import build_consumer
 from notification_service.models import Notification, Recipient
 from notification_service.sender import QuietSender, sender_for
 from notification_service.settings import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
@@ -23,4 +27,5 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
         replay_consumer=build_consumer(QuietSender(sender.channel)),
         read_models=[Notification, Recipient],
         transport=transport,
+        migrations=MIGRATIONS,
     )

@@ -1,11 +1,15 @@
 """The user service's app: HTTP routes and the outbox relay; it subscribes to nothing."""
 
+from pathlib import Path
+
 from fastapi import FastAPI
 
 from eventkit import create_service
 from eventkit.transport import Transport
 from user_service.api import router
 from user_service.settings import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
@@ -14,5 +18,6 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
         title="user service",
         routers=[router],
         transport=transport,
+        migrations=MIGRATIONS,
         event_feed=True,
     )
