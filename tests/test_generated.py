@@ -40,14 +40,35 @@ def rabbit_vhost() -> Iterator[str]:
     subprocess.run([ctl, "delete_vhost", vhost], capture_output=True)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """DATABASE_URL for local-up: SQLite files under var/, or fresh PostgreSQL databases."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.fail("psql not found: the PostgreSQL variant creates its databases with it")
+    prefix = f"e2e_{uuid.uuid4().hex[:8]}"
+    server = POSTGRES_URL.rsplit("/", 1)[0].replace("+asyncpg", "")
+    admin = [psql, f"{server}/postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c"]
+    for name in SERVICES:
+        run([*admin, f'CREATE DATABASE "{prefix}_{name}"'], cwd=Path.cwd())
+    yield f"{POSTGRES_URL.rsplit('/', 1)[0]}/{prefix}_{{service}}"
+    for name in SERVICES:
+        subprocess.run(
+            [*admin, f'DROP DATABASE IF EXISTS "{prefix}_{name}" WITH (FORCE)'],
+            capture_output=True,
+        )
+
+
 @pytest.fixture
-def stack_env(installed: Path, request: pytest.FixtureRequest) -> dict[str, str]:
-    """Free ports for the four services, and a broker URL of this run's own."""
+def stack_env(installed: Path, database: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Free ports for the four services, a broker URL and databases of this run's own."""
+    shutil.rmtree(installed / "var", ignore_errors=True)
     env = {f"{name.upper()}_PORT": str(free_port()) for name in SERVICES}
-    env |= {
-        f"{name.upper()}_URL": f"http://127.0.0.1:{env[f'{name.upper()}_PORT']}"
-        for name in SERVICES
-    }
+    env |= {f"{n.upper()}_URL": f"http://127.0.0.1:{env[f'{n.upper()}_PORT']}" for n in SERVICES}
+    env["DATABASE_URL"] = database
     if broker_of(installed) == "kafka":
         env["BROKER_URL"] = f"127.0.0.1:{free_port()}"
     else:

@@ -41,7 +41,8 @@ def database_url(service: str) -> dict[str, str]:
 
 
 def program(name: str, command: str, environment: dict[str, str] | None = None) -> str:
-    env = ",".join(f'{k}="{v}"' for k, v in (environment or {}).items())
+    # supervisord expands %(...)s in its config, so a literal % is written %%.
+    env = ",".join(f'{k}="{v.replace("%", "%%")}"' for k, v in (environment or {}).items())
     lines = [
         f"[program:{name}]",
         f"command={command}",
