@@ -46,4 +46,4 @@ def programs(var: Path) -> list[tuple[str, str, dict[str, str]]]:
         "RABBITMQ_CONFIG_FILE": str(home / "rabbitmq"),
         "RABBITMQ_ENABLED_PLUGINS_FILE": str(home / "enabled_plugins"),
     }
-    return [("rabbitmq", server, env)]
+    return [("broker", server, env)]

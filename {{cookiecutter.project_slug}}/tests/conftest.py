@@ -1,4 +1,4 @@
-"""The end-to-end suite runs against whatever stack is up: `make local-up` or docker compose.
+"""Fixtures of the end-to-end and fault suites: they run against whatever stack is up.
 
 Where each service answers comes from USER_URL, NOTIFICATION_URL, ANALYTICS_URL and
 BILLING_URL (defaults: localhost ports 8001-8004).
@@ -6,13 +6,21 @@ BILLING_URL (defaults: localhost ports 8001-8004).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from eventkit import ServiceSettings, broker
+from eventkit.settings import admin_token
 
 SERVICES = {"user": 8001, "notification": 8002, "analytics": 8003, "billing": 8004}
 
@@ -23,7 +31,12 @@ def service_url(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def clients() -> Iterator[dict[str, httpx.Client]]:
-    clients = {name: httpx.Client(base_url=service_url(name), timeout=10) for name in SERVICES}
+    token = admin_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    clients = {
+        name: httpx.Client(base_url=service_url(name), timeout=10, headers=headers)
+        for name in SERVICES
+    }
     not_ready = []
     for name, client in clients.items():
         try:
@@ -68,3 +81,93 @@ def new_user(user: httpx.Client) -> Callable[[str], dict[str, Any]]:
         return body
 
     return create
+
+
+def _publish_raw(*messages: tuple[bytes, str], stream: str = "user.events") -> None:
+    settings = ServiceSettings(
+        SERVICE_NAME=f"tests-{uuid.uuid4().hex[:6]}", PORT=0, DATABASE_URL="sqlite://"
+    )
+
+    async def send() -> None:
+        transport = broker.BrokerTransport(broker.config_from_settings(settings))
+        await transport.start()
+        try:
+            for body, key in messages:
+                await transport.publish(stream, body, key=key, event_type="tests")
+        finally:
+            await transport.stop()
+
+    asyncio.run(send())
+
+
+@pytest.fixture
+def publish_raw() -> Callable[..., None]:
+    """Publishes raw bodies (with their keys) straight to the broker, as a producer would."""
+    return _publish_raw
+
+
+class LocalStack:
+    """Fault steps for a stack started by `make local-up`: its processes, via supervisorctl.
+
+    One small interface (stop, start, kill, restart a process) so a fault test does not
+    care how the stack runs.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.conf = root / "var" / "supervisord.conf"
+
+    def _ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.conf), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    def programs(self) -> dict[str, str]:
+        """Process name -> state (RUNNING, STOPPED, ...)."""
+        lines = self._ctl("status").stdout.splitlines() if self.conf.exists() else []
+        return {line.split()[0]: line.split()[1] for line in lines if len(line.split()) > 1}
+
+    def broker(self) -> str:
+        if "broker" not in self.programs():
+            pytest.fail(
+                "the broker is not run by local-up, so it cannot be taken down here; point "
+                "BROKER_URL at a free local port and local-up starts one of its own"
+            )
+        return "broker"
+
+    def stop(self, name: str) -> None:
+        self._checked("stop", name)
+
+    def start(self, name: str) -> None:
+        self._checked("start", name)
+
+    def restart(self, name: str) -> None:
+        self._checked("restart", name)
+
+    @contextmanager
+    def broker_down(self) -> Iterator[None]:
+        """The broker unreachable for the block, keeping what it has stored.
+
+        It is frozen (SIGSTOP) and thawed: to clients that is an outage, and it works the
+        same for a broker that keeps its log only in memory.
+        """
+        self._checked("signal", "STOP", self.broker())
+        try:
+            yield
+        finally:
+            self._checked("signal", "CONT", self.broker())
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no shutdown, no ack; supervisord restarts it."""
+        self._checked("signal", "KILL", name)
+
+    def _checked(self, *args: str) -> None:
+        result = self._ctl(*args)
+        assert result.returncode == 0, f"supervisorctl {' '.join(args)}: {result.stdout}"
+
+
+@pytest.fixture(scope="session")
+def stack() -> LocalStack:
+    local = LocalStack(Path(__file__).resolve().parent.parent)
+    if not local.programs():
+        pytest.fail("fault tests drive the processes of `make local-up`; start it first")
+    return local

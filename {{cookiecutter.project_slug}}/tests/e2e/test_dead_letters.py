@@ -3,40 +3,17 @@ keeps going; a replayed dead letter travels through the broker again."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import uuid
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
-from eventkit import broker, new_event
+from eventkit import new_event
 from eventkit.testing import wait_until
 
 CONSUMERS = ["notification", "analytics", "billing"]
 TIMEOUT = 60.0
-
-
-def publish(*messages: tuple[bytes, str]) -> None:
-    """Publish raw bodies to user.events with this project's own transport."""
-    settings = SimpleNamespace(
-        BROKER_URL=os.environ.get("BROKER_URL", broker.DEFAULT_BROKER_URL),
-        SERVICE_NAME=f"e2e-{uuid.uuid4().hex[:6]}",
-        MAX_RETRIES=0,
-    )
-
-    async def send() -> None:
-        transport = broker.BrokerTransport(broker.config_from_settings(settings))
-        await transport.start()
-        try:
-            for body, key in messages:
-                await transport.publish("user.events", body, key=key, event_type="e2e")
-        finally:
-            await transport.stop()
-
-    asyncio.run(send())
 
 
 def letters(client: httpx.Client) -> list[dict[str, Any]]:
@@ -52,11 +29,11 @@ def consumers(clients: dict[str, httpx.Client]) -> dict[str, httpx.Client]:
 
 
 def test_bad_messages_are_dead_lettered_and_the_consumer_keeps_going(
-    consumers: dict[str, httpx.Client], new_user: Any
+    consumers: dict[str, httpx.Client], new_user: Any, publish_raw: Any
 ) -> None:
     marker = uuid.uuid4().hex
     unknown = new_event("UserTeleported", {"user_id": marker}, source="e2e")
-    publish((f"not json {marker}".encode(), marker), (unknown.to_bytes(), marker))
+    publish_raw((f"not json {marker}".encode(), marker), (unknown.to_bytes(), marker))
     for name, client in consumers.items():
 
         def reasons(client: httpx.Client = client) -> dict[str, str]:
@@ -81,11 +58,11 @@ def test_bad_messages_are_dead_lettered_and_the_consumer_keeps_going(
 
 
 def test_replaying_a_dead_letter_sends_it_through_the_broker_again(
-    consumers: dict[str, httpx.Client],
+    consumers: dict[str, httpx.Client], publish_raw: Any
 ) -> None:
     analytics = consumers["analytics"]
     unknown = new_event("UserTeleported", {"user_id": uuid.uuid4().hex}, source="e2e")
-    publish((unknown.to_bytes(), "k"))
+    publish_raw((unknown.to_bytes(), "k"))
 
     def failed_at() -> str | None:
         matches = [d["failed_at"] for d in letters(analytics) if d["event_id"] == str(unknown.id)]

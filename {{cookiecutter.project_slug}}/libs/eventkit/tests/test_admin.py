@@ -95,6 +95,11 @@ async def test_a_poison_event_is_listed_then_replayed_once_fixed(
     assert "handler is broken" in letter["error"]
     assert Envelope.model_validate_json(letter["payload"]) == poison
     assert await seen(probe) == {"ok1": "UserCreated"}
+    [(queue, body, headers)] = transport.dead_letters
+    assert (queue, body) == ("dlq.probe", poison.to_bytes())
+    assert headers["x-attempts"] == "3"
+    assert headers["x-original-topic"] == "user.events"
+    assert "handler is broken" in headers["x-error"]
 
     replayed = await probe.post("/dlq/replay", json={"event_ids": [str(poison.id)]})
     assert replayed.json() == {"replayed": 1}

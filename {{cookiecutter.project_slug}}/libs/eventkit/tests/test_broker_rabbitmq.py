@@ -82,3 +82,25 @@ async def test_queues_are_durable_and_bound_to_a_topic_exchange(stream: str) -> 
         queue = await channel.declare_queue(f"a-{stream}.{stream}", passive=True)
         exchange = await channel.declare_exchange(stream, passive=True)
         await queue.bind(exchange, routing_key="#")
+
+
+async def test_dead_letters_land_in_the_services_dlq_queue(stream: str) -> None:
+    service = f"a-{stream}"
+    producer = transport(service)
+    await producer.start()
+    try:
+        await producer.publish_dead_letter(
+            service, b"poison", {"x-error": "boom", "x-attempts": "4"}
+        )
+    finally:
+        await producer.stop()
+    connection = await aio_pika.connect(URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"dlq.{service}", passive=True)
+        message = await queue.get(timeout=5)
+        assert message is not None
+        await message.ack()
+        assert message.body == b"poison"
+        assert (message.headers["x-error"], message.headers["x-attempts"]) == ("boom", "4")
+        await channel.queue_delete(f"dlq.{service}")

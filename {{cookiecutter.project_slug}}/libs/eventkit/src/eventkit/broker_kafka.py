@@ -7,14 +7,18 @@ after the handler returns, so a crash redelivers instead of losing.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
 from faststream.specification import AsyncAPI
 
+from eventkit.events import STREAMS
 from eventkit.transport import RawHandler
 
 BROKER_KIND = "kafka"
@@ -31,6 +35,10 @@ class KafkaConfig:
     fetch_max_wait_ms: int = 20
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
+    # Partitions of each stream's topic: the most consumers of one group that can share it.
+    partitions: int = 3
+    # How soon clients notice a topic that was re-created or got partitions.
+    metadata_max_age_ms: int = 5000
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -40,6 +48,7 @@ def config_from_settings(settings: Any) -> KafkaConfig:
         group_id=settings.SERVICE_NAME,
         dead_letter_topic=f"dlq.{settings.SERVICE_NAME}",
         max_retries=settings.MAX_RETRIES,
+        partitions=settings.STREAM_PARTITIONS,
     )
 
 
@@ -50,7 +59,12 @@ async def _raw_body(message: StreamMessage[Any]) -> bytes:
 class BrokerTransport:
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
-        self.broker = KafkaBroker(config.brokers, logger=None, **config.extra)
+        self.broker = KafkaBroker(
+            config.brokers,
+            logger=None,
+            metadata_max_age_ms=config.metadata_max_age_ms,
+            **config.extra,
+        )
 
     def subscribe(self, stream: str, handler: RawHandler) -> None:
         subscriber = self.broker.subscriber(
@@ -70,7 +84,29 @@ class BrokerTransport:
         subscriber(on_message)
 
     async def start(self) -> None:
+        await self.ensure_topics()
         await self.broker.start()
+
+    async def recover(self) -> None:
+        """After an outage: a broker that lost its topics gets them back with our partitions."""
+        await self.ensure_topics()
+
+    async def ensure_topics(self) -> None:
+        """Create each stream's topic with our partition count (and this service's dlq topic)."""
+        topics = [*STREAMS]
+        if self.config.dead_letter_topic:
+            topics.append(self.config.dead_letter_topic)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.config.brokers, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [t for t in topics if t not in existing]
+            if missing:
+                new = [NewTopic(t, self.config.partitions, 1) for t in missing]
+                with contextlib.suppress(TopicAlreadyExistsError):  # another was quicker
+                    await admin.create_topics(new)
+        finally:
+            await admin.close()
 
     async def stop(self) -> None:
         await self.broker.stop()
@@ -82,6 +118,9 @@ class BrokerTransport:
             key=key.encode(),
             headers={"content-type": "application/json", "event-type": event_type},
         )
+
+    async def publish_dead_letter(self, service: str, body: bytes, headers: dict[str, str]) -> None:
+        await self.broker.publish(body, topic=f"dlq.{service}", headers=headers)
 
     async def ping(self) -> bool:
         return await self.broker.ping(timeout=2.0)

@@ -37,6 +37,15 @@ def stream_exchange(stream: str) -> RabbitExchange:
     return RabbitExchange(stream, type=ExchangeType.TOPIC, durable=True)
 
 
+# Dead letters: one direct exchange, and per service a durable queue `dlq.<service>`
+# bound with the service's name. Service queues dead-letter into it too.
+DLQ_EXCHANGE = RabbitExchange("dlq", type=ExchangeType.DIRECT, durable=True)
+
+
+def dead_letter_queue(service: str) -> RabbitQueue:
+    return RabbitQueue(f"dlq.{service}", durable=True, routing_key=service)
+
+
 async def _raw_body(message: StreamMessage[Any]) -> bytes:
     return message.body
 
@@ -51,7 +60,15 @@ class BrokerTransport:
         )
 
     def subscribe(self, stream: str, handler: RawHandler) -> None:
-        queue = RabbitQueue(f"{self.config.queue_prefix}.{stream}", durable=True, routing_key="#")
+        queue = RabbitQueue(
+            f"{self.config.queue_prefix}.{stream}",
+            durable=True,
+            routing_key="#",
+            arguments={
+                "x-dead-letter-exchange": DLQ_EXCHANGE.name,
+                "x-dead-letter-routing-key": self.config.queue_prefix,
+            },
+        )
         subscriber = self.broker.subscriber(
             queue,
             stream_exchange(stream),
@@ -69,6 +86,12 @@ class BrokerTransport:
         # Declare every stream's exchange up front so publishing never races a consumer.
         for stream in STREAMS:
             await self.broker.declare_exchange(stream_exchange(stream))
+        exchange = await self.broker.declare_exchange(DLQ_EXCHANGE)
+        queue = await self.broker.declare_queue(dead_letter_queue(self.config.queue_prefix))
+        await queue.bind(exchange, routing_key=self.config.queue_prefix)
+
+    async def recover(self) -> None:
+        """Nothing to do: the robust connection re-declares exchanges, queues and bindings."""
 
     async def stop(self) -> None:
         await self.broker.stop()
@@ -83,6 +106,16 @@ class BrokerTransport:
             content_type="application/json",
             message_type=event_type,
             headers={"aggregate-id": key},
+        )
+
+    async def publish_dead_letter(self, service: str, body: bytes, headers: dict[str, str]) -> None:
+        await self.broker.publish(
+            body,
+            exchange=DLQ_EXCHANGE,
+            routing_key=service,
+            persist=True,
+            mandatory=False,
+            headers=dict(headers),
         )
 
     async def ping(self) -> bool:

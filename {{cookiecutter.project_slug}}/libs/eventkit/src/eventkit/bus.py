@@ -35,6 +35,7 @@ class InProcessTransport:
     def __init__(self) -> None:
         self._subscribers: dict[str, list[RawHandler]] = defaultdict(list)
         self.published: list[tuple[str, bytes]] = []
+        self.dead_letters: list[tuple[str, bytes, dict[str, str]]] = []
         self.up = True
 
     def subscribe(self, stream: str, handler: RawHandler) -> None:
@@ -46,12 +47,20 @@ class InProcessTransport:
     async def stop(self) -> None:
         self.up = False
 
+    async def recover(self) -> None:
+        return None
+
     async def publish(self, stream: str, body: bytes, *, key: str, event_type: str) -> None:
         if not self.up:
             raise ConnectionError("in-process transport is stopped")
         self.published.append((stream, body))
         for handler in list(self._subscribers[stream]):
             await handler(body)
+
+    async def publish_dead_letter(self, service: str, body: bytes, headers: dict[str, str]) -> None:
+        if not self.up:
+            raise ConnectionError("in-process transport is stopped")
+        self.dead_letters.append((f"dlq.{service}", body, headers))
 
     async def ping(self) -> bool:
         return self.up

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import LargeBinary, String, Text
+from sqlalchemy import LargeBinary, String, Text, delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -189,7 +189,20 @@ class Pipeline:
         self, stream: str, raw: bytes, event: Envelope | None, error: str, *, attempts: int
     ) -> None:
         log.error("dead-lettering a message of %s: %s", stream, error)
+        failed_at = datetime.now(UTC)
+        headers = {
+            "x-error": error[:1000],
+            "x-attempts": str(attempts),
+            "x-original-topic": stream,
+            "x-failed-at": failed_at.isoformat(),
+            "x-service": self.consumer.service,
+        }
+        # The broker's dlq.<service> first: if that fails the message is redelivered.
+        await self.transport.publish_dead_letter(self.consumer.service, raw, headers)
         async with self.db.transaction() as session:
+            if event is not None:  # one entry per event: a repeat failure refreshes it
+                earlier = delete(DeadLetter).where(DeadLetter.event_id == str(event.id))
+                await session.execute(earlier)
             session.add(
                 DeadLetter(
                     event_id=str(event.id) if event else None,
@@ -197,7 +210,7 @@ class Pipeline:
                     stream=stream,
                     error=error,
                     attempts=attempts,
-                    failed_at=datetime.now(UTC),
+                    failed_at=failed_at,
                     payload=raw,
                 )
             )

@@ -11,7 +11,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import Integer, String, Text, select
+from sqlalchemy import Integer, String, Text, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -54,10 +54,17 @@ def add_to_outbox(session: AsyncSession, event: Envelope, *, key: str) -> None:
 class OutboxRelay:
     """Publishes pending outbox rows in commit order and marks them sent."""
 
-    def __init__(self, db: Database, transport: Transport, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        transport: Transport,
+        poll_seconds: float = 1.0,
+        publish_timeout: float = 10.0,
+    ) -> None:
         self.db = db
         self.transport = transport
         self.poll_seconds = poll_seconds
+        self.publish_timeout = publish_timeout
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -89,10 +96,28 @@ class OutboxRelay:
                     pass
             except Exception:  # broker or database down: keep the rows, try again later
                 log.warning("outbox relay could not publish; retrying", exc_info=True)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._stopping or (task is not None and task.cancelling()):
+                    raise
+                # A send cancelled under us (the client reconnecting): keep going.
+                log.warning("outbox relay: a send was cancelled; retrying")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_seconds):
                     await self._wake.wait()
             self._wake.clear()
+
+    async def resend_since(self, since: datetime) -> int:
+        """Mark events sent since `since` as pending again; returns how many."""
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.sent_at >= since)
+                .values(sent_at=None)
+                .execution_options(synchronize_session=False)
+            )
+        self.wake()
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def publish_pending(self, batch: int = 200) -> int:
         """Publish one batch; returns how many rows were sent."""
@@ -107,9 +132,11 @@ class OutboxRelay:
             ).all()
         sent = 0
         for row in rows:
-            await self.transport.publish(
-                row.stream, row.body.encode(), key=row.key, event_type=row.event_type
-            )
+            # Bounded: a send caught in an outage must not hold the relay forever.
+            async with asyncio.timeout(self.publish_timeout):
+                await self.transport.publish(
+                    row.stream, row.body.encode(), key=row.key, event_type=row.event_type
+                )
             async with self.db.transaction() as session:
                 stored = await session.get(OutboxMessage, row.position)
                 if stored is not None:

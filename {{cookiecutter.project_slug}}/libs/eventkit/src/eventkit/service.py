@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,6 +58,7 @@ class ServiceKit:
         self.read_models = list(read_models)
         self.connected = asyncio.Event()
         self._connector: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -92,10 +94,38 @@ class ServiceKit:
         self.connected.set()
         self.relay.start()
         log.info("connected to the %s broker", broker.BROKER_KIND)
+        self._watchdog = asyncio.create_task(self._watch_broker(), name="broker-watchdog")
+
+    async def _watch_broker(self, every: float = 1.0) -> None:
+        """Notice outages; when the broker is back, let it recover, then resend recent events."""
+        down_since: datetime | None = None
+        while True:
+            await asyncio.sleep(every)
+            try:
+                up = await self.transport.ping()
+            except Exception:
+                up = False
+            if not up and down_since is None:
+                down_since = datetime.now(UTC)
+                log.warning("broker unreachable; events wait in the outbox")
+            elif up and down_since is not None:
+                try:
+                    await self.transport.recover()
+                except Exception:
+                    log.warning("broker back but not recovered yet", exc_info=True)
+                    continue
+                since = down_since - timedelta(seconds=self.settings.OUTBOX_RESEND_SECONDS)
+                resent = await self.relay.resend_since(since)
+                log.info("broker back; resending %d events sent since %s", resent, since)
+                # A send that was stuck in the outage may complete after that: once more.
+                await asyncio.sleep(5 * every)
+                await self.relay.resend_since(down_since)
+                down_since = None
 
     async def stop(self) -> None:
-        if self._connector is not None:
-            self._connector.cancel()
+        for task in (self._connector, self._watchdog):
+            if task is not None:
+                task.cancel()
         await self.relay.stop()
         if self.connected.is_set():
             await self.transport.stop()

@@ -30,6 +30,11 @@ class ServiceSettings(BaseSettings):
     RETRY_BACKOFF_SECONDS: float = 0.2
     RETRY_BACKOFF_MAX_SECONDS: float = 5.0
     OUTBOX_POLL_SECONDS: float = 1.0
+    # After a broker outage, events sent this long before it began are sent again: a broker
+    # may lose what it had not stored yet, and consumers drop the duplicates.
+    OUTBOX_RESEND_SECONDS: float = 60.0
+    # Partitions per stream, where the broker has partitions.
+    STREAM_PARTITIONS: int = 3
 
     # Where the publishers serve their event feeds, for rebuilds.
     USER_SERVICE_URL: str = "http://localhost:8001"
@@ -61,3 +66,8 @@ class ServiceSettings(BaseSettings):
         if not self.ADMIN_TOKEN:
             raise ValueError(f"ADMIN_TOKEN must be set when ENVIRONMENT={self.ENVIRONMENT}")
         return self
+
+
+def admin_token() -> str | None:
+    """ADMIN_TOKEN as a service started here would see it (environment, then .env)."""
+    return ServiceSettings(SERVICE_NAME="admin", PORT=0).ADMIN_TOKEN

@@ -16,8 +16,14 @@ class Transport(Protocol):
 
     async def stop(self) -> None: ...
 
+    async def recover(self) -> None:
+        """Called once the broker answers again after an outage."""
+
     async def publish(self, stream: str, body: bytes, *, key: str, event_type: str) -> None:
         """Publish and wait until the broker has taken the message."""
+
+    async def publish_dead_letter(self, service: str, body: bytes, headers: dict[str, str]) -> None:
+        """Park a message in the service's dead-letter queue `dlq.<service>`."""
 
     async def ping(self) -> bool: ...
 
