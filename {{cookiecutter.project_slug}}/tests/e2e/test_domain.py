@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from eventkit.testing import wait_until
+from eventkit.testing import WaitTimeout, wait_until
 
 TIMEOUT = 60.0
 NewUser = Callable[[str], dict[str, Any]]
@@ -25,6 +25,21 @@ def kinds_for(notification: httpx.Client, user_id: str) -> list[str]:
 def stats(analytics: httpx.Client) -> dict[str, Any]:
     body: dict[str, Any] = analytics.get("/stats").json()
     return body
+
+
+def settled_stats(analytics: httpx.Client) -> dict[str, Any]:
+    """/stats once it stops moving, so events of earlier tests are not counted as ours."""
+    previous: dict[str, Any] = {}
+
+    def unchanged() -> dict[str, Any] | None:
+        nonlocal previous
+        current = stats(analytics)
+        if current == previous:
+            return current
+        previous = current
+        return None
+
+    return wait_until(unchanged, timeout=TIMEOUT, interval=1.0, what="analytics to settle")
 
 
 def test_one_users_lifecycle_reaches_every_read_model(
@@ -108,7 +123,7 @@ def test_scenario_read_models_agree_with_the_sources_and_rebuild_equals_live(
 ) -> None:
     """50 sign-ups, 20 renames, 10 email changes, 5 deactivations, 30 invoices."""
     rng = random.Random(7)
-    before = stats(analytics)
+    before = settled_stats(analytics)
     users = [new_user(f"scenario {n}") for n in range(50)]
     ids = [u["id"] for u in users]
     wait_until(
@@ -188,11 +203,16 @@ def test_scenario_read_models_agree_with_the_sources_and_rebuild_equals_live(
             - before["events_by_type"].get("EmailChanged", 0),
         }
 
-    wait_until(
-        lambda: analytics_delta() == expected_delta,
-        timeout=TIMEOUT,
-        what=f"analytics to count exactly {expected_delta}",
-    )
+    observed: dict[str, Any] = {}
+
+    def counted_exactly() -> bool:
+        observed.update(analytics_delta())
+        return observed == expected_delta
+
+    try:
+        wait_until(counted_exactly, timeout=TIMEOUT, what="analytics to count the scenario")
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}: expected {expected_delta}, last seen {observed}") from None
     totals = {i: billing.get(f"/accounts/{i}").json()["invoiced_total"] for i in set(invoiced)}
     assert sum(Decimal(t) for t in totals.values()) == revenue
 

@@ -1,7 +1,12 @@
-"""How each event changes the counters."""
+"""How each event changes the counters.
+
+Increments are single UPDATE statements, so replicas of this service consuming different
+partitions (or competing for one queue) never lose one another's counts.
+"""
 
 from decimal import Decimal
 
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics_service.models import EventCount, Revenue
@@ -9,14 +14,24 @@ from eventkit import Envelope
 
 
 async def count(session: AsyncSession, event: Envelope) -> None:
-    row = await session.get(EventCount, event.type)
-    if row is None:
-        session.add(EventCount(type=event.type, count=1))
-    else:
-        row.count += 1
+    await _increment(
+        session, EventCount, EventCount.type == event.type, "count", 1, type=event.type
+    )
     if event.type == "InvoiceIssued":
-        revenue = await session.get(Revenue, 1)
-        if revenue is None:
-            session.add(Revenue(id=1, total=Decimal(event.data["amount"])))
-        else:
-            revenue.total += Decimal(event.data["amount"])
+        amount = Decimal(event.data["amount"])
+        await _increment(session, Revenue, Revenue.id == 1, "total", amount, id=1)
+
+
+async def _increment(
+    session: AsyncSession, model: type, where: object, column: str, by: object, **key: object
+) -> None:
+    """Add `by` to the row's column; create the row on first use.
+
+    Two first uses at once: one insert fails on the primary key, and the pipeline's
+    retry then finds the row.
+    """
+    field = getattr(model, column)
+    result = await session.execute(update(model).where(where).values({column: field + by}))
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        session.add(model(**key, **{column: by}))
+        await session.flush()
