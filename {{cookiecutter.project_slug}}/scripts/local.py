@@ -73,7 +73,12 @@ def write_config() -> None:
         program(
             name,
             f"{sys.executable} -m {name}_service",
-            {"PORT": str(port(name)), **feeds, **database_url(name)},
+            {
+                "PORT": str(port(name)),
+                "TRACES_FILE": str(VAR / "traces" / f"{name}.jsonl"),
+                **feeds,
+                **database_url(name),
+            },
         )
         for name in SERVICES
     ]

@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 
 DEFAULT_URL = "localhost:9092"
+# How fault tests take this broker down: it keeps its log only in memory, so stopping it
+# would lose every topic (no real Kafka does); freezing it (SIGSTOP) is the same outage.
+OUTAGE = "freeze"
 
 
 def programs(var: Path) -> list[tuple[str, str, dict[str, str]]]:

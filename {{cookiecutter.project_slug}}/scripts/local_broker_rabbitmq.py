@@ -14,6 +14,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
+# How fault tests take this broker down: the node keeps its data under var/, so a real
+# stop and start. (A frozen node keeps its TCP connections open, which clients cannot tell
+# from a quiet one until heartbeats time out.)
+OUTAGE = "stop"
 
 
 def programs(var: Path) -> list[tuple[str, str, dict[str, str]]]:

@@ -7,6 +7,7 @@ BILLING_URL (defaults: localhost ports 8001-8004).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import subprocess
 import sys
@@ -147,14 +148,29 @@ class LocalStack:
     def broker_down(self) -> Iterator[None]:
         """The broker unreachable for the block, keeping what it has stored.
 
-        It is frozen (SIGSTOP) and thawed: to clients that is an outage, and it works the
-        same for a broker that keeps its log only in memory.
+        scripts/local_broker.py says how: stopped and started, or frozen (SIGSTOP) and
+        thawed where stopping would lose its log.
         """
-        self._checked("signal", "STOP", self.broker())
+        name = self.broker()
+        spec = importlib.util.spec_from_file_location(
+            "local_broker", self.root / "scripts" / "local_broker.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        down, up = (
+            (("stop",), ("start",))
+            if module.OUTAGE == "stop"
+            else (
+                ("signal", "STOP"),
+                ("signal", "CONT"),
+            )
+        )
+        self._checked(*down, name)
         try:
             yield
         finally:
-            self._checked("signal", "CONT", self.broker())
+            self._checked(*up, name)
 
     def kill(self, name: str) -> None:
         """SIGKILL: no shutdown, no ack; supervisord restarts it."""

@@ -25,7 +25,17 @@ def test_a_broker_restart_mid_stream_loses_nothing(
     stack: Any, clients: dict[str, httpx.Client]
 ) -> None:
     stats = clients["analytics"]
-    before = count(stats)
+    last = -2
+
+    def unchanged() -> int | None:
+        nonlocal last
+        now = count(stats)
+        if now == last and now >= 0:
+            return now + 1  # truthy even at 0
+        last = now
+        return None
+
+    before = wait_until(unchanged, timeout=TIMEOUT, interval=1.0, what="analytics to settle") - 1
     ids: list[str] = []
 
     def write() -> None:

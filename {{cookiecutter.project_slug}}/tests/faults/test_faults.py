@@ -29,6 +29,21 @@ def users_created(clients: dict[str, httpx.Client]) -> int:
         return -1
 
 
+def settled(clients: dict[str, httpx.Client]) -> int:
+    """users_created once it stops moving: nothing of an earlier test still in flight."""
+    last = -2
+
+    def unchanged() -> int | None:
+        nonlocal last
+        now = users_created(clients)
+        if now == last and now >= 0:
+            return now + 1  # truthy even at 0
+        last = now
+        return None
+
+    return wait_until(unchanged, timeout=TIMEOUT, interval=1.0, what="analytics to settle") - 1
+
+
 def assert_fanned_out(
     clients: dict[str, httpx.Client], ids: list[str], analytics_total: int
 ) -> None:
@@ -70,7 +85,7 @@ def sign_up(user: httpx.Client, count: int, label: str) -> list[str]:
 def test_writes_succeed_while_the_broker_is_down_and_arrive_after(
     stack: Any, clients: dict[str, httpx.Client]
 ) -> None:
-    before = users_created(clients)
+    before = settled(clients)
     with stack.broker_down():
         ids = sign_up(clients["user"], 100, "outage")
         ready = clients["user"].get("/ready")
@@ -81,7 +96,7 @@ def test_writes_succeed_while_the_broker_is_down_and_arrive_after(
 def test_a_consumer_killed_mid_stream_applies_every_event_exactly_once(
     stack: Any, clients: dict[str, httpx.Client]
 ) -> None:
-    before = users_created(clients)
+    before = settled(clients)
     ids: list[str] = []
     writer = threading.Thread(target=lambda: ids.extend(sign_up(clients["user"], 500, "kill")))
     writer.start()
@@ -99,7 +114,7 @@ def test_a_consumer_killed_mid_stream_applies_every_event_exactly_once(
 def test_the_same_event_twice_is_applied_once(
     clients: dict[str, httpx.Client], publish_raw: Callable[..., None]
 ) -> None:
-    before = users_created(clients)
+    before = settled(clients)
     user_id = str(uuid.uuid4())
     data = {"user_id": user_id, "name": "Twice", "email": f"twice-{user_id[:8]}@example.com"}
     event = new_event("UserCreated", data, source="user")
@@ -110,7 +125,7 @@ def test_the_same_event_twice_is_applied_once(
 def test_a_poison_event_is_dead_lettered_the_rest_flow_and_replay_applies_it_once(
     clients: dict[str, httpx.Client], publish_raw: Callable[..., None]
 ) -> None:
-    before = users_created(clients)
+    before = settled(clients)
     ghost = str(uuid.uuid4())
     poison = new_event(
         "EmailChanged", {"user_id": ghost, "new_email": "ghost@example.com"}, source="user"

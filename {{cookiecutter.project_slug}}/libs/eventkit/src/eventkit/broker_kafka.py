@@ -8,13 +8,14 @@ after the handler returns, so a crash redelivers instead of losing.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 from faststream.specification import AsyncAPI
 
@@ -78,8 +79,8 @@ class BrokerTransport:
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
         )
 
-        async def on_message(body: bytes) -> None:
-            await handler(body)
+        async def on_message(body: bytes, message: KafkaMessage) -> None:
+            await handler(body, message.headers)
 
         subscriber(on_message)
 
@@ -111,12 +112,24 @@ class BrokerTransport:
     async def stop(self) -> None:
         await self.broker.stop()
 
-    async def publish(self, stream: str, body: bytes, *, key: str, event_type: str) -> None:
+    async def publish(
+        self,
+        stream: str,
+        body: bytes,
+        *,
+        key: str,
+        event_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         await self.broker.publish(
             body,
             topic=stream,
             key=key.encode(),
-            headers={"content-type": "application/json", "event-type": event_type},
+            headers={
+                "content-type": "application/json",
+                "event-type": event_type,
+                **(headers or {}),
+            },
         )
 
     async def publish_dead_letter(self, service: str, body: bytes, headers: dict[str, str]) -> None:

@@ -7,12 +7,20 @@ are persistent and published with confirms; a message is acked after its handler
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from faststream import AckPolicy
 from faststream.message import StreamMessage
-from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
+from faststream.rabbit import (
+    Channel,
+    ExchangeType,
+    RabbitBroker,
+    RabbitExchange,
+    RabbitMessage,
+    RabbitQueue,
+)
 from faststream.specification import AsyncAPI
 
 from eventkit.events import STREAMS
@@ -76,8 +84,9 @@ class BrokerTransport:
             decoder=_raw_body,
         )
 
-        async def on_message(body: bytes) -> None:
-            await handler(body)
+        async def on_message(body: bytes, message: RabbitMessage) -> None:
+            headers = {k: str(v) for k, v in (message.headers or {}).items()}
+            await handler(body, headers)
 
         subscriber(on_message)
 
@@ -96,7 +105,15 @@ class BrokerTransport:
     async def stop(self) -> None:
         await self.broker.stop()
 
-    async def publish(self, stream: str, body: bytes, *, key: str, event_type: str) -> None:
+    async def publish(
+        self,
+        stream: str,
+        body: bytes,
+        *,
+        key: str,
+        event_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         await self.broker.publish(
             body,
             exchange=stream_exchange(stream),
@@ -105,7 +122,7 @@ class BrokerTransport:
             mandatory=False,
             content_type="application/json",
             message_type=event_type,
-            headers={"aggregate-id": key},
+            headers={"aggregate-id": key, **(headers or {})},
         )
 
     async def publish_dead_letter(self, service: str, body: bytes, headers: dict[str, str]) -> None:

@@ -7,7 +7,7 @@ Inside one service it lets parts react to each other's events; in unit tests
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from eventkit.transport import RawHandler
@@ -50,12 +50,20 @@ class InProcessTransport:
     async def recover(self) -> None:
         return None
 
-    async def publish(self, stream: str, body: bytes, *, key: str, event_type: str) -> None:
+    async def publish(
+        self,
+        stream: str,
+        body: bytes,
+        *,
+        key: str,
+        event_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         if not self.up:
             raise ConnectionError("in-process transport is stopped")
         self.published.append((stream, body))
         for handler in list(self._subscribers[stream]):
-            await handler(body)
+            await handler(body, dict(headers or {}))
 
     async def publish_dead_letter(self, service: str, body: bytes, headers: dict[str, str]) -> None:
         if not self.up:

@@ -11,15 +11,17 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from opentelemetry.trace import SpanKind
 from sqlalchemy import LargeBinary, String, Text, delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from eventkit import context, tracing
 from eventkit.db import Base, Database
 from eventkit.envelope import Envelope
 from eventkit.events import InvalidEvent, parse
@@ -31,7 +33,7 @@ from eventkit.metrics import (
     EVENTS_RETRIED,
     HANDLER_SECONDS,
 )
-from eventkit.transport import Transport
+from eventkit.transport import RawHandler, Transport
 
 log = logging.getLogger(__name__)
 
@@ -133,20 +135,31 @@ class Pipeline:
         for stream in self.consumer.handlers:
             self.transport.subscribe(stream, self._raw_handler(stream))
 
-    def _raw_handler(self, stream: str) -> Callable[[bytes], Awaitable[None]]:
-        async def handle(body: bytes) -> None:
+    def _raw_handler(self, stream: str) -> RawHandler:
+        async def handle(body: bytes, headers: Mapping[str, str]) -> None:
             async with self.gate.passage():
-                await self.handle(stream, body)
+                await self.handle(stream, body, headers)
 
         return handle
 
-    async def handle(self, stream: str, raw: bytes) -> None:
+    async def handle(
+        self, stream: str, raw: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
         """Apply one message; returns normally unless it must be redelivered."""
+        name = f"process {stream}"
+        attributes = {"messaging.destination.name": stream, "service": self.consumer.service}
+        with tracing.span(name, SpanKind.CONSUMER, parent=headers or {}, attributes=attributes):
+            await self._handle(stream, raw)
+
+    async def _handle(self, stream: str, raw: bytes) -> None:
         try:
             event = parse(raw)
         except InvalidEvent as exc:
             await self._dead_letter(stream, raw, exc.event, str(exc), attempts=0)
             return
+        context.event_id.set(str(event.id))
+        context.event_type.set(event.type)
+        context.correlation_id.set(event.correlation_id)
         handler = self.consumer.handlers[stream]
         attempt = 0
         while True:

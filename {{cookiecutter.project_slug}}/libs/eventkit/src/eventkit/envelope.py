@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from eventkit import context
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -46,6 +48,7 @@ def new_event(
 ) -> Envelope:
     """Build an envelope; a caused event inherits the correlation id of its cause."""
     event_id = uuid.uuid4()
+    correlation_id = correlation_id or context.correlation_id.get()
     if causation is not None:
         correlation_id = correlation_id or causation.correlation_id or str(causation.id)
     return Envelope(

@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from eventkit import context
+
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
@@ -20,6 +22,7 @@ class JsonFormatter(logging.Formatter):
             "service": self.service,
             "logger": record.name,
             "message": record.getMessage(),
+            **context.log_fields(),
         }
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)

@@ -1,6 +1,6 @@
 """Prometheus metrics shared by every service (served on /metrics)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_PUBLISHED = Counter(
     "eventkit_events_published_total", "Events published to the broker", ["stream", "type"]
@@ -19,4 +19,14 @@ EVENTS_DEAD_LETTERED = Counter(
 )
 HANDLER_SECONDS = Histogram(
     "eventkit_handler_duration_seconds", "Time to apply one event", ["stream"]
+)
+OUTBOX_PENDING = Gauge("eventkit_outbox_pending", "Events written but not yet published")
+OUTBOX_LAG_SECONDS = Gauge(
+    "eventkit_outbox_lag_seconds", "Age of the oldest event not yet published (0 when none)"
+)
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "http_request_duration_seconds", "Time to answer an HTTP request", ["method", "route"]
 )

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import Integer, String, Text, select, update
+from opentelemetry.trace import SpanKind
+from sqlalchemy import Integer, String, Text, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from eventkit import tracing
 from eventkit.db import Base, Database
 from eventkit.envelope import Envelope
 from eventkit.events import REGISTRY
-from eventkit.metrics import EVENTS_PUBLISHED
+from eventkit.metrics import EVENTS_PUBLISHED, OUTBOX_LAG_SECONDS, OUTBOX_PENDING
 from eventkit.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ class OutboxMessage(Base):
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column()
     sent_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Trace context of the change that wrote the event (W3C traceparent headers, JSON).
+    headers: Mapped[str | None] = mapped_column(Text)
 
 
 def add_to_outbox(session: AsyncSession, event: Envelope, *, key: str) -> None:
@@ -47,6 +52,7 @@ def add_to_outbox(session: AsyncSession, event: Envelope, *, key: str) -> None:
             event_type=event.type,
             body=event.model_dump_json(),
             created_at=datetime.now(UTC),
+            headers=json.dumps(tracing.inject()),
         )
     )
 
@@ -102,6 +108,8 @@ class OutboxRelay:
                     raise
                 # A send cancelled under us (the client reconnecting): keep going.
                 log.warning("outbox relay: a send was cancelled; retrying")
+            with contextlib.suppress(Exception):
+                await self.measure()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_seconds):
                     await self._wake.wait()
@@ -119,6 +127,21 @@ class OutboxRelay:
         self.wake()
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
+    async def measure(self) -> None:
+        """Update the outbox gauges: how many events wait, and for how long the oldest has."""
+        async with self.db.sessions() as session:
+            pending, oldest = (
+                await session.execute(
+                    select(
+                        func.count(OutboxMessage.position), func.min(OutboxMessage.created_at)
+                    ).where(OutboxMessage.sent_at.is_(None))
+                )
+            ).one()
+        OUTBOX_PENDING.set(pending)
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        OUTBOX_LAG_SECONDS.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
+
     async def publish_pending(self, batch: int = 200) -> int:
         """Publish one batch; returns how many rows were sent."""
         async with self.db.transaction() as session:
@@ -133,10 +156,17 @@ class OutboxRelay:
         sent = 0
         for row in rows:
             # Bounded: a send caught in an outage must not hold the relay forever.
-            async with asyncio.timeout(self.publish_timeout):
-                await self.transport.publish(
-                    row.stream, row.body.encode(), key=row.key, event_type=row.event_type
-                )
+            parent = json.loads(row.headers) if row.headers else {}
+            attributes = {"messaging.destination.name": row.stream, "event.type": row.event_type}
+            with tracing.span(f"publish {row.stream}", SpanKind.PRODUCER, parent, attributes):
+                async with asyncio.timeout(self.publish_timeout):
+                    await self.transport.publish(
+                        row.stream,
+                        row.body.encode(),
+                        key=row.key,
+                        event_type=row.event_type,
+                        headers=tracing.inject(),
+                    )
             async with self.db.transaction() as session:
                 stored = await session.get(OutboxMessage, row.position)
                 if stored is not None:

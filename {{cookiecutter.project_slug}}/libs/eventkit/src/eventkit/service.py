@@ -156,9 +156,10 @@ def create_service(
     migrations: Path | None = None,
 ) -> FastAPI:
     """The service's app. A consumer gets /dlq and /admin/rebuild; a publisher gets /events."""
-    from eventkit import admin, feed  # they import Kit from here
+    from eventkit import admin, feed, middleware, tracing  # they import Kit from here
 
     configure_logging(settings.SERVICE_NAME, settings.LOG_LEVEL)
+    tracing.setup(settings.SERVICE_NAME, settings.TRACES_FILE)
     kit = ServiceKit(settings, consumer, transport, replay_consumer, read_models, migrations)
 
     @asynccontextmanager
@@ -169,6 +170,7 @@ def create_service(
 
     app = FastAPI(title=title, lifespan=lifespan)
     app.state.kit = kit
+    middleware.install(app)
     app.include_router(_platform_routes(title))
     if consumer is not None:
         app.include_router(admin.router)

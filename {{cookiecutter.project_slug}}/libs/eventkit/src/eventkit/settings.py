@@ -33,6 +33,8 @@ class ServiceSettings(BaseSettings):
     # After a broker outage, events sent this long before it began are sent again: a broker
     # may lose what it had not stored yet, and consumers drop the duplicates.
     OUTBOX_RESEND_SECONDS: float = 60.0
+    # Spans also go to this JSON-lines file (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set).
+    TRACES_FILE: str | None = None
     # Partitions per stream, where the broker has partitions.
     STREAM_PARTITIONS: int = 3
 

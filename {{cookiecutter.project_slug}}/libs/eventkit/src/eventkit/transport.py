@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-RawHandler = Callable[[bytes], Awaitable[None]]
+RawHandler = Callable[[bytes, Mapping[str, str]], Awaitable[None]]
 
 
 class Transport(Protocol):
@@ -19,7 +19,15 @@ class Transport(Protocol):
     async def recover(self) -> None:
         """Called once the broker answers again after an outage."""
 
-    async def publish(self, stream: str, body: bytes, *, key: str, event_type: str) -> None:
+    async def publish(
+        self,
+        stream: str,
+        body: bytes,
+        *,
+        key: str,
+        event_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         """Publish and wait until the broker has taken the message."""
 
     async def publish_dead_letter(self, service: str, body: bytes, headers: dict[str, str]) -> None:

@@ -1,0 +1,65 @@
+"""One sign-up is one trace: the user service, its publish, and all three consumers.
+
+Spans are read from var/traces/<service>.jsonl, which the services of `make local-up`
+write (TRACES_FILE); under docker compose send them to an OTLP backend instead.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from eventkit.testing import wait_until
+
+TRACES = Path(__file__).resolve().parents[2] / "var" / "traces"
+
+
+def spans_of(trace_id: str) -> list[dict[str, Any]]:
+    found = []
+    for path in TRACES.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            if trace_id in line:
+                span = json.loads(line)
+                if span["trace_id"] == trace_id:
+                    found.append(span)
+    return found
+
+
+def test_one_sign_up_is_one_trace_across_all_four_services(user: httpx.Client) -> None:
+    if not TRACES.is_dir():
+        pytest.skip(f"no spans at {TRACES}: this stack was not started by `make local-up`")
+    trace_id = secrets.token_hex(16)
+    traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    response = user.post(
+        "/users",
+        json={"name": "Traced", "email": f"traced-{uuid.uuid4().hex[:8]}@example.com"},
+        headers={"traceparent": traceparent},
+    )
+    assert response.status_code == 201
+
+    def consumers_done() -> list[dict[str, Any]] | None:
+        spans = spans_of(trace_id)
+        consumed = {s["service"] for s in spans if s["name"] == "process user.events"}
+        return spans if consumed == {"notification", "analytics", "billing"} else None
+
+    spans = wait_until(consumers_done, timeout=30, what=f"spans of trace {trace_id}")
+    by_id = {s["span_id"]: s for s in spans}
+    [publish] = [s for s in spans if s["name"] == "publish user.events"]
+    assert publish["service"] == "user"
+    assert {s["service"] for s in spans} == {"user", "notification", "analytics", "billing"}
+    for process in (s for s in spans if s["name"] == "process user.events"):
+        assert process["kind"] == "CONSUMER"
+        assert process["parent_id"] == publish["span_id"], "a consumer span lost its parent"
+    # The publish span descends from the HTTP request that wrote the event.
+    parent = by_id.get(publish["parent_id"])
+    names = []
+    while parent is not None:
+        names.append(parent["name"])
+        parent = by_id.get(parent["parent_id"])
+    assert "POST /users" in names
