@@ -19,7 +19,8 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 from faststream.specification import AsyncAPI
 
-from eventkit.events import STREAMS
+from eventkit.envelope import Envelope
+from eventkit.events import STREAMS, describe
 from eventkit.transport import RawHandler
 
 BROKER_KIND = "kafka"
@@ -77,12 +78,19 @@ class BrokerTransport:
             fetch_max_wait_ms=self.config.fetch_max_wait_ms,
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+            title=f"{self.config.group_id}:{stream}",
+            description=describe(stream),
         )
 
         async def on_message(body: bytes, message: KafkaMessage) -> None:
             await handler(body, message.headers)
 
         subscriber(on_message)
+
+    def declare_publisher(self, stream: str) -> None:
+        self.broker.publisher(
+            stream, title=f"{stream}:publish", description=describe(stream), schema=Envelope
+        )
 
     async def start(self) -> None:
         await self.ensure_topics()

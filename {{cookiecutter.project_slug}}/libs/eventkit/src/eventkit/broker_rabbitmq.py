@@ -23,7 +23,8 @@ from faststream.rabbit import (
 )
 from faststream.specification import AsyncAPI
 
-from eventkit.events import STREAMS
+from eventkit.envelope import Envelope
+from eventkit.events import STREAMS, describe
 from eventkit.transport import RawHandler
 
 BROKER_KIND = "rabbitmq"
@@ -82,6 +83,8 @@ class BrokerTransport:
             stream_exchange(stream),
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw_body,
+            title=f"{self.config.queue_prefix}:{stream}",
+            description=describe(stream),
         )
 
         async def on_message(body: bytes, message: RabbitMessage) -> None:
@@ -89,6 +92,15 @@ class BrokerTransport:
             await handler(body, headers)
 
         subscriber(on_message)
+
+    def declare_publisher(self, stream: str) -> None:
+        self.broker.publisher(
+            exchange=stream_exchange(stream),
+            routing_key="#",
+            title=f"{stream}:publish",
+            description=describe(stream),
+            schema=Envelope,
+        )
 
     async def start(self) -> None:
         await self.broker.start()

@@ -41,6 +41,9 @@ class InProcessTransport:
     def subscribe(self, stream: str, handler: RawHandler) -> None:
         self._subscribers[stream].append(handler)
 
+    def declare_publisher(self, stream: str) -> None:
+        return None
+
     async def start(self) -> None:
         self.up = True
 

@@ -87,6 +87,12 @@ def upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaste
     return register
 
 
+def describe(stream: str) -> str:
+    """The event types of `stream` with their versions, for generated documentation."""
+    kinds = ", ".join(f"{t.name} v{t.version}" for t in REGISTRY.values() if t.stream == stream)
+    return f"Event envelopes (JSON) of types: {kinds}"
+
+
 class InvalidEvent(ValueError):
     """An event no handler can ever apply; it goes to the dead letters without retries."""
 

@@ -19,6 +19,7 @@ from eventkit import broker
 from eventkit.consumer import Consumer, Pipeline, RetryPolicy
 from eventkit.db import Database
 from eventkit.envelope import Envelope
+from eventkit.events import PRODUCERS
 from eventkit.logs import configure_logging
 from eventkit.migrations import upgrade_async
 from eventkit.outbox import OutboxRelay
@@ -56,6 +57,9 @@ class ServiceKit:
             Pipeline(replay_consumer, self.db, self.transport, retry) if replay_consumer else None
         )
         self.read_models = list(read_models)
+        for stream, producer in PRODUCERS.items():
+            if producer == settings.SERVICE_NAME:
+                self.transport.declare_publisher(stream)
         self.connected = asyncio.Event()
         self._connector: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None

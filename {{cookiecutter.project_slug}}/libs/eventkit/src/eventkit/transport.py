@@ -12,6 +12,9 @@ class Transport(Protocol):
     def subscribe(self, stream: str, handler: RawHandler) -> None:
         """Deliver every message of `stream` to `handler`; call before start()."""
 
+    def declare_publisher(self, stream: str) -> None:
+        """Document that this service publishes `stream` (for /asyncapi)."""
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...

@@ -1,0 +1,116 @@
+"""Every service's AsyncAPI document is valid AsyncAPI 3.0 and in step with the code.
+
+The documents come from the generated project itself (its own venv, its real broker
+transport, not started); they are validated against the official AsyncAPI JSON schema
+(npm package @asyncapi/specs) and compared with the event registry and subscriptions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import BROKERS, run
+
+DUMP = """
+import importlib, json, sys
+from eventkit.events import PRODUCERS, describe
+out = {}
+for name in ["user", "notification", "analytics", "billing"]:
+    main = importlib.import_module(f"{name}_service.main")
+    settings = importlib.import_module(f"{name}_service.settings").Settings()
+    kit = main.create_app(settings).state.kit
+    if kit.pipeline is not None:
+        kit.pipeline.attach()
+    consumed = sorted(kit.pipeline.consumer.handlers) if kit.pipeline else []
+    out[name] = {
+        "document": kit.transport.asyncapi(f"{name} service"),
+        "consumes": {s: describe(s) for s in consumed},
+        "publishes": {s: describe(s) for s, p in PRODUCERS.items() if p == name},
+    }
+json.dump(out, sys.stdout)
+"""
+
+
+@pytest.fixture(scope="session")
+def asyncapi_schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("npm not found: the AsyncAPI schema comes from the npm package @asyncapi/specs")
+    folder = tmp_path_factory.mktemp("asyncapi-specs")
+    run([npm, "install", "--silent", "--no-audit", "--no-fund", "@asyncapi/specs"], cwd=folder)
+    return folder / "node_modules/@asyncapi/specs/schemas/3.0.0-without-$id.json"
+
+
+def validate(schema: Path, document: Path) -> subprocess.CompletedProcess[str]:
+    checker = Path(sys.executable).parent / "check-jsonschema"
+    return subprocess.run(
+        [str(checker), "--schemafile", str(schema), str(document)], capture_output=True, text=True
+    )
+
+
+def stream_of(channel: dict[str, Any], service: str) -> str:
+    """The stream a channel carries: a Kafka topic, or a RabbitMQ exchange or service queue."""
+    amqp = channel.get("bindings", {}).get("amqp")
+    if amqp is None:
+        return str(channel["address"])
+    if "exchange" in amqp:
+        return str(amqp["exchange"]["name"])
+    return str(amqp["queue"]["name"]).removeprefix(f"{service}.")
+
+
+def operations(document: dict[str, Any], action: str, service: str) -> dict[str, dict[str, Any]]:
+    """Stream -> channel, for the document's operations of one action."""
+    found = {}
+    for operation in document["operations"].values():
+        if operation["action"] == action:
+            ref = operation["channel"]["$ref"].removeprefix("#/channels/")
+            channel = document["channels"][ref]
+            found[stream_of(channel, service)] = channel
+    return found
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_asyncapi_documents_are_valid_and_match_the_code(
+    broker: str,
+    project_for: Callable[[str, bool], Path],
+    asyncapi_schema: Path,
+    tmp_path: Path,
+) -> None:
+    project = project_for(broker, True)
+    dumped = run([".venv/bin/python", "-c", DUMP], cwd=project).stdout
+    services: dict[str, dict[str, Any]] = json.loads(dumped)
+    for name, facts in services.items():
+        document = facts["document"]
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(document))
+        result = validate(asyncapi_schema, path)
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+        assert document["asyncapi"] == "3.0.0"
+
+        received = operations(document, "receive", name)
+        sent = operations(document, "send", name)
+        assert sorted(received) == sorted(facts["consumes"]), name
+        assert sorted(sent) == sorted(facts["publishes"]), name
+        for address, channel in {**received, **sent}.items():
+            expected = facts["consumes"].get(address) or facts["publishes"][address]
+            assert channel.get("description") == expected, (name, address)
+    # The documents say who talks to whom: user and billing publish, three consume.
+    assert {n for n, f in services.items() if f["publishes"]} == {"user", "billing"}
+    assert {n for n, f in services.items() if f["consumes"]} == {
+        "notification",
+        "analytics",
+        "billing",
+    }
+
+
+def test_the_validator_rejects_a_broken_document(asyncapi_schema: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"asyncapi": "3.0.0", "channels": {}}))  # no info
+    assert validate(asyncapi_schema, broken).returncode != 0
