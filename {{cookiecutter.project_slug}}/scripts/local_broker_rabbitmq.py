@@ -20,6 +20,12 @@ DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
 OUTAGE = "stop"
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def programs(var: Path) -> list[tuple[str, str, dict[str, str]]]:
     url = urlsplit(os.environ.get("BROKER_URL", DEFAULT_URL))
     host, port = url.hostname or "localhost", url.port or 5672
@@ -44,7 +50,7 @@ def programs(var: Path) -> list[tuple[str, str, dict[str, str]]]:
         "HOME": str(home),
         "RABBITMQ_NODENAME": f"local{port}@localhost",
         "RABBITMQ_NODE_PORT": str(port),
-        "RABBITMQ_DIST_PORT": str(port + 20000),
+        "RABBITMQ_DIST_PORT": str(_free_port()),
         "RABBITMQ_MNESIA_BASE": str(home / "mnesia"),
         "RABBITMQ_LOG_BASE": str(home / "log"),
         "RABBITMQ_CONFIG_FILE": str(home / "rabbitmq"),

@@ -7,6 +7,7 @@ are persistent and published with confirms; a message is acked after its handler
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,9 +88,15 @@ class BrokerTransport:
             description=describe(stream),
         )
 
+        # aio-pika runs each delivery as its own task, up to the prefetch count; one at a
+        # time, in delivery order, keeps one aggregate's events in order. (asyncio.Lock
+        # wakes its waiters first come, first served.)
+        in_order = asyncio.Lock()
+
         async def on_message(body: bytes, message: RabbitMessage) -> None:
             headers = {k: str(v) for k, v in (message.headers or {}).items()}
-            await handler(body, headers)
+            async with in_order:
+                await handler(body, headers)
 
         subscriber(on_message)
 
