@@ -7,7 +7,6 @@ are persistent and published with confirms; a message is acked after its handler
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,10 @@ DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672/"
 class RabbitMQConfig:
     url: str
     queue_prefix: str
-    prefetch_count: int = 20
+    # Each unacknowledged delivery is handled as its own task, so with more than one in
+    # flight one user's events can be applied out of order. 1 keeps them in order; raise
+    # it only for streams whose order does not matter.
+    prefetch_count: int = 1
 
 
 def config_from_settings(settings: Any) -> RabbitMQConfig:
@@ -88,15 +90,9 @@ class BrokerTransport:
             description=describe(stream),
         )
 
-        # aio-pika runs each delivery as its own task, up to the prefetch count; one at a
-        # time, in delivery order, keeps one aggregate's events in order. (asyncio.Lock
-        # wakes its waiters first come, first served.)
-        in_order = asyncio.Lock()
-
         async def on_message(body: bytes, message: RabbitMessage) -> None:
             headers = {k: str(v) for k, v in (message.headers or {}).items()}
-            async with in_order:
-                await handler(body, headers)
+            await handler(body, headers)
 
         subscriber(on_message)
 
