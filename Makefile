@@ -7,7 +7,7 @@ NAME ?= $(BROKER)_project
 OUT ?= build
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test bake lint clean
+.PHONY: help demo test bake lint clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ test: $(PY) ## the template's whole test suite: every option baked, linted and r
 bake: $(PY) ## bake a project: make bake BROKER=kafka|rabbitmq NAME=my_project [OUT=build]
 	$(VENV)/bin/cookiecutter --no-input --overwrite-if-exists . -o $(OUT) broker=$(BROKER) project_slug=$(NAME) project_name=$(NAME)
 	@echo "baked $(OUT)/$(NAME); next: cd $(OUT)/$(NAME) && make install local-up demo"
+
+bench: $(PY) ## bake BROKER's project, run it locally, run its fan-out benchmark: make bench BROKER=kafka|rabbitmq
+	PY=$(PY) BROKER=$(BROKER) BENCH_ARGS="$(BENCH_ARGS)" bash scripts/bench.sh
 
 lint: $(PY) ## ruff over the template's own code
 	$(PY) -m ruff check hooks tests

@@ -27,7 +27,7 @@ PYTHON_VERSION = json.loads((TEMPLATE / "cookiecutter.json").read_text())["pytho
 # Variables compose's own environment could carry into the check; it must see only .env*.
 COMPOSE_VARIABLES = re.compile(
     r"^(COMPOSE_|ADMIN_TOKEN$|ENVIRONMENT$|LOG_LEVEL$|POSTGRES_|RABBITMQ_|KAFKA_|GRAFANA_"
-    r"|MAILPIT_|PROMETHEUS_|(USER|NOTIFICATION|ANALYTICS|BILLING)_PORT$)"
+    r"|MAILPIT_|PROMETHEUS_|LOCUST_|(USER|NOTIFICATION|ANALYTICS|BILLING)_PORT$)"
 )
 
 
@@ -360,6 +360,147 @@ def test_grafana_dashboard_shows_metrics_that_exist(baked: Path) -> None:
     grafana = compose_config(baked)["services"]["grafana"]
     targets = {v["target"] for v in grafana["volumes"]}
     assert provider["options"]["path"] in targets
+
+
+# --- compose profile test: the e2e runner and locust ----------------------------------------
+
+TEST_RUNNERS = {"e2e", "locust", "locust-worker"}
+
+
+def runners_config(project: Path) -> dict[str, Any]:
+    """The resolved compose model with the profile test."""
+    result = compose(project, "--profile", "test", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def test_compose_test_profile_is_valid_and_adds_only_the_runners(baked: Path) -> None:
+    result = compose(baked, "--profile", "test", "config", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr
+    services = runners_config(baked)["services"]
+    assert set(services) == {broker_of(baked), "postgres", "mailpit", *SERVICES, *TEST_RUNNERS}
+    for name in TEST_RUNNERS:
+        assert services[name]["profiles"] == ["test"], name
+        assert "ports" not in services[name], f"{name} publishes a port"
+
+
+def test_app_services_are_the_four_built_from_their_dockerfiles(baked: Path) -> None:
+    """The settings check above holds every service built from services/<name>/Dockerfile to
+    its settings fields; the runners are clients built from tests/Dockerfile, so it must not
+    (and does not) take them for app services."""
+    services = runners_config(baked)["services"]
+    built = {name: s["build"]["dockerfile"] for name, s in services.items() if "build" in s}
+    app = {name for name, dockerfile in built.items() if dockerfile.startswith("services/")}
+    assert app == set(SERVICES)
+    assert {name: built[name] for name in TEST_RUNNERS} == dict.fromkeys(
+        TEST_RUNNERS, "tests/Dockerfile"
+    )
+    for name in app:
+        assert built[name] == f"services/{name}/Dockerfile"
+
+
+def test_runners_reach_the_services_on_the_compose_network(baked: Path) -> None:
+    services = runners_config(baked)["services"]
+    app_env = services["user"]["environment"]
+    for name in TEST_RUNNERS:
+        runner = services[name]
+        environment = runner["environment"]
+        for service, port in SERVICES.items():
+            assert environment[f"{service.upper()}_URL"] == f"http://{service}:{port}", name
+            assert str(services[service]["ports"][0]["target"]) == str(port)
+        # The e2e suite publishes to the broker and makes admin calls, as the services do.
+        assert environment["BROKER_URL"] == app_env["BROKER_URL"], name
+        assert environment["ADMIN_TOKEN"] == app_env["ADMIN_TOKEN"], name
+        assert runner["image"] == services["e2e"]["image"]
+        assert Path(runner["build"]["context"]).resolve() == baked.resolve()
+    for name in ("e2e", "locust"):
+        depends = services[name]["depends_on"]
+        assert {s: d["condition"] for s, d in depends.items()} == dict.fromkeys(
+            SERVICES, "service_healthy"
+        ), name
+    command = services["e2e"]["command"]
+    assert command == ["python", "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider"]
+    assert (baked / "tests/e2e").is_dir()
+    master, worker = services["locust"]["environment"], services["locust-worker"]["environment"]
+    for environment in (master, worker):
+        assert (baked / environment["LOCUST_LOCUSTFILE"]).is_file()
+    assert master["LOCUST_MODE_MASTER"] == "true" and master["LOCUST_HEADLESS"] == "true"
+    assert master["LOCUST_EXPECT_WORKERS"] == "4"
+    assert master["LOCUST_CSV"].startswith("reports/load/")
+    assert worker["LOCUST_MODE_WORKER"] == "true"
+    assert worker["LOCUST_MASTER_NODE_HOST"] == "locust"
+    assert "locust" in services["locust-worker"]["depends_on"]
+
+
+def test_runner_dockerfile_passes_hadolint_and_builds_from_its_own_context(baked: Path) -> None:
+    dockerfile = baked / "tests/Dockerfile"
+    result = subprocess.run(
+        [tool("hadolint"), "--no-color", str(dockerfile)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "", result.stdout
+    steps = dockerfile_instructions(dockerfile.read_text())
+    args = dict(a.split("=", 1) for kind, a in steps if kind == "ARG" and "=" in a)
+    assert args["PYTHON_VERSION"] == PYTHON_VERSION
+    # BuildKit reads <Dockerfile>.dockerignore beside a Dockerfile instead of .dockerignore.
+    lines = (baked / "tests/Dockerfile.dockerignore").read_text().splitlines()
+    ignored = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    for kind, arguments in steps:
+        if kind != "COPY" or arguments.startswith("--from"):
+            continue
+        *sources, _destination = [a for a in arguments.split() if not a.startswith("--")]
+        for source in sources:
+            path = baked / source
+            assert path.exists(), f"COPY {source}: not in the build context"
+            shipped = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+            for file in shipped:
+                relative = file.relative_to(baked).as_posix()
+                if "__pycache__" not in relative:
+                    assert not dockerignore_excludes(ignored, relative), f"{relative} is ignored"
+    for needed in (
+        "tests/conftest.py",
+        "tests/load/locustfile.py",
+        "conftest.py",
+        "pyproject.toml",
+        "libs/eventkit/src/eventkit/envelope.py",
+        *[p.relative_to(baked).as_posix() for p in (baked / "tests/e2e").glob("*.py")],
+    ):
+        assert not dockerignore_excludes(ignored, needed), needed
+    for secret in (".env", "var/user.db", ".venv/bin/python", "reports/bench.json"):
+        assert dockerignore_excludes(ignored, secret), secret
+    runtime = steps[max(i for i, (kind, _) in enumerate(steps) if kind == "FROM") :]
+    users = [a for kind, a in runtime if kind == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "runs as non-root"
+
+
+def test_makefile_runs_the_load_and_compose_test_targets(baked: Path) -> None:
+    makefile = (baked / "Makefile").read_text()
+    phony = {
+        target
+        for line in makefile.splitlines()
+        if line.startswith(".PHONY:")
+        for target in line.split()[1:]
+    }
+    assert {"load", "load-ui", "bench", "e2e-compose", "load-compose"} <= phony
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(
+        ["make", "-n", "load", "bench", "e2e-compose", "load-compose", "WORKERS=3"],
+        cwd=baked,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "locust -f tests/load/locustfile.py --headless" in out
+    assert "--csv reports/load/locust --html reports/load/locust.html" in out
+    assert "--exit-code-on-error 1" in out
+    assert "scripts/bench.py" in out
+    assert "docker compose --profile test run --rm --build e2e" in out
+    assert "--scale locust-worker=3" in out and "LOCUST_WORKERS=3" in out
 
 
 # --- Dockerfiles ----------------------------------------------------------------------------

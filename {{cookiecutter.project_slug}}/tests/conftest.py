@@ -181,9 +181,92 @@ class LocalStack:
         assert result.returncode == 0, f"supervisorctl {' '.join(args)}: {result.stdout}"
 
 
+class ComposeStack:
+    """Fault steps for the docker compose stack (`make up`): its containers, via the Docker SDK.
+
+    The same interface as LocalStack. A name is a compose service (`user`, `analytics`, or
+    the broker's, which `broker()` gives); a step acts on every container of it. Containers
+    are found by the label compose gives them; COMPOSE_PROJECT_NAME, when set, picks one
+    compose project.
+    """
+
+    SERVICE_LABEL = "com.docker.compose.service"
+    PROJECT_LABEL = "com.docker.compose.project"
+
+    def __init__(self, client: Any, project: str | None = None) -> None:
+        self.client = client  # docker.from_env()
+        self.project = project
+
+    def containers(self, name: str) -> list[Any]:
+        found = [
+            container
+            for container in self.client.containers.list(
+                all=True, filters={"label": f"{self.SERVICE_LABEL}={name}"}
+            )
+            if self.project is None or container.labels.get(self.PROJECT_LABEL) == self.project
+        ]
+        if not found:
+            pytest.fail(f"no container of compose service {name!r}: start the stack (make up)")
+        return found
+
+    def broker(self) -> str:
+        """The broker's compose service is named for its kind."""
+        return broker.BROKER_KIND
+
+    def stop(self, name: str) -> None:
+        for container in self.containers(name):
+            container.stop()
+
+    def start(self, name: str) -> None:
+        for container in self.containers(name):
+            container.start()
+
+    def restart(self, name: str) -> None:
+        for container in self.containers(name):
+            container.restart()
+
+    @contextmanager
+    def broker_down(self) -> Iterator[None]:
+        """The broker frozen (docker pause) for the block, keeping what it has stored."""
+        containers = self.containers(self.broker())
+        for container in containers:
+            container.pause()
+        try:
+            yield
+        finally:
+            for container in containers:
+                container.unpause()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no shutdown, no ack. Docker does not restart a container it was told to
+        kill, so it is started again here, as supervisord does for LocalStack."""
+        for container in self.containers(name):
+            container.kill(signal="SIGKILL")
+            container.wait(timeout=60)
+            container.start()
+
+
+Stack = LocalStack | ComposeStack
+
+
+def stack_from_env(root: Path) -> Stack:
+    """STACK=compose: the compose stack (Docker SDK); otherwise, the processes of local-up."""
+    kind = os.environ.get("STACK", "local")
+    if kind == "compose":
+        import docker  # the Docker SDK, a dev extra; only the compose driver needs it
+
+        return ComposeStack(docker.from_env(), os.environ.get("COMPOSE_PROJECT_NAME") or None)
+    if kind != "local":
+        pytest.fail(f"STACK={kind!r}: use local (make local-up, the default) or compose (make up)")
+    return LocalStack(root)
+
+
 @pytest.fixture(scope="session")
-def stack() -> LocalStack:
-    local = LocalStack(Path(__file__).resolve().parent.parent)
-    if not local.programs():
+def stack() -> Stack:
+    found = stack_from_env(Path(__file__).resolve().parent.parent)
+    if isinstance(found, ComposeStack):
+        for name in SERVICES:
+            found.containers(name)  # fails naming a service that has no container
+    elif not found.programs():
         pytest.fail("fault tests drive the processes of `make local-up`; start it first")
-    return local
+    return found

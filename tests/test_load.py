@@ -1,0 +1,100 @@
+"""`make load` and `make bench` of each baked project, briefly, against its own local stack.
+
+Both run on free ports and SQLite; Kafka is the broker local-up starts, RabbitMQ the
+machine's server in a fresh vhost. Short runs: this checks that the load test and the
+benchmark work and report, not how fast the stack is (README "Load tests and benchmark").
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import BROKERS, clean_env, free_port, run
+
+pytestmark = pytest.mark.slow
+SERVICES = ["user", "notification", "analytics", "billing"]
+RABBIT_HOST_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@localhost:5672")
+
+
+@pytest.fixture
+def local_stack(
+    request: pytest.FixtureRequest, project_for: Callable[[str, bool], Path]
+) -> Iterator[tuple[Path, dict[str, str]]]:
+    """The project of the broker in `request.param`, its stack up on free ports; always down."""
+    broker: str = request.param
+    project = project_for(broker, True)
+    shutil.rmtree(project / "var", ignore_errors=True)
+    shutil.rmtree(project / "reports", ignore_errors=True)
+    env = {f"{name.upper()}_PORT": str(free_port()) for name in SERVICES}
+    env |= {f"{n.upper()}_URL": f"http://127.0.0.1:{env[f'{n.upper()}_PORT']}" for n in SERVICES}
+    env["DATABASE_URL"] = ""
+    ctl = shutil.which("rabbitmqctl")
+    vhost = None
+    if broker == "kafka":
+        env["BROKER_URL"] = f"127.0.0.1:{free_port()}"
+    else:
+        if ctl is None:
+            pytest.fail("rabbitmqctl not found: these tests need the machine's RabbitMQ server")
+        vhost = f"load-{uuid.uuid4().hex[:8]}"
+        run([ctl, "add_vhost", vhost], cwd=Path.cwd())
+        run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], cwd=Path.cwd())
+        env["BROKER_URL"] = f"{RABBIT_HOST_URL}/{vhost}"
+    try:
+        run(["make", "local-up"], cwd=project, env=env, timeout=180)
+        yield project, env
+    finally:
+        subprocess.run(["make", "local-down"], cwd=project, env=clean_env(env), capture_output=True)
+        shutil.rmtree(project / "var", ignore_errors=True)
+        if vhost is not None and ctl is not None:
+            subprocess.run([ctl, "delete_vhost", vhost], capture_output=True)
+
+
+@pytest.mark.parametrize("local_stack", BROKERS, indirect=True)
+def test_load_and_bench_run_and_report(local_stack: tuple[Path, dict[str, str]]) -> None:
+    project, env = local_stack
+
+    load = ["make", "load", "USERS=20", "RATE=5", "DURATION=20s"]
+    result = run(load, cwd=project, env=env, timeout=180)
+    with (project / "reports/load/locust_stats.csv").open() as stats:
+        rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(stats)}
+    total = rows[("", "Aggregated")]
+    assert int(total["Request Count"]) > 50, result.stdout[-3000:]
+    assert int(total["Failure Count"]) == 0, result.stdout[-3000:]
+    fanout = rows[("FANOUT", "fanout_lag")]
+    assert int(fanout["Request Count"]) > 0 and int(fanout["Failure Count"]) == 0
+    assert float(fanout["Median Response Time"]) > 0
+    assert ("POST", "POST /users") in rows and ("POST", "POST /invoices") in rows
+    assert (project / "reports/load/locust.html").stat().st_size > 0
+
+    args = "--events 300 --rate 20 --seconds 3 --sample 2"
+    result = run(["make", "bench", f"BENCH_ARGS={args}"], cwd=project, env=env, timeout=300)
+    assert "fan-out lag" in result.stdout
+    report = json.loads((project / "reports/bench.json").read_text())
+    assert report["broker"] in project.name
+    assert report["machine"]["cpus"] >= 1 and report["machine"]["python"]
+    assert report["versions"]["faststream"]
+    assert len(report["versions"]) == 2, report["versions"]  # and the broker's client
+    assert report["parameters"] | {"events": 300, "rate": 20, "seconds": 3} == report["parameters"]
+    for phase in ("broker_baseline", "pipeline"):
+        assert report[phase]["events"] == 300
+        assert report[phase]["events_per_second"] > 0, phase
+    assert report["pipeline_to_baseline"] > 0
+    http = report["http"]
+    assert http["requests"] == 60 and http["failures"] == 0 and http["fanout_timeouts"] == 0
+    for summary in (
+        http["latency"],
+        http["fanout_lag"],
+        *http["fanout_lag_by_read_model"].values(),
+    ):
+        assert summary["count"] > 0
+        assert 0 < summary["p50_ms"] <= summary["p95_ms"] <= summary["p99_ms"]
+    assert set(http["fanout_lag_by_read_model"]) == {"notification", "analytics", "billing"}
+    assert (project / "reports/bench-lag.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
