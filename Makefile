@@ -31,9 +31,9 @@ bake: $(PY) ## bake a project: make bake BROKER=kafka|rabbitmq NAME=my_project [
 bench: $(PY) ## bake BROKER's project, run it locally, run its fan-out benchmark: make bench BROKER=kafka|rabbitmq
 	PY=$(PY) BROKER=$(BROKER) BENCH_ARGS="$(BENCH_ARGS)" bash scripts/bench.sh
 
-lint: $(PY) ## ruff over the template's own code
-	$(PY) -m ruff check hooks tests
-	$(PY) -m ruff format --check hooks tests
+lint: $(PY) ## ruff over the template's own code and the generated project's Python, where it stands
+	$(PY) -m ruff check --config pyproject.toml .
+	$(PY) -m ruff format --check --config pyproject.toml .
 
 clean: ## remove baked projects and the template's venv
 	rm -rf build $(VENV)

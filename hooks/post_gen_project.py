@@ -1,4 +1,8 @@
-"""Keep only the chosen broker's modules, under their broker-neutral names."""
+"""Delete the broker adapter (and its tests and scripts) that the project does not use.
+
+Both brokers' files sit side by side in the template under their own names; nothing is
+renamed, so the template's Python imports and lints where it stands.
+"""
 
 import shutil
 from pathlib import Path
@@ -6,26 +10,19 @@ from pathlib import Path
 BROKER = {{cookiecutter.broker | tojson}}
 OTHER = {"kafka": "rabbitmq", "rabbitmq": "kafka"}[BROKER]
 
-# Each broker-specific file is written `<stem>_<broker><suffix>`; the chosen one
-# becomes `<stem><suffix>`, the other broker's is deleted.
+# Each broker-specific file, with `{broker}` where its broker's name stands.
 PER_BROKER = [
-    "libs/eventkit/src/eventkit/broker.py",
-    "libs/eventkit/tests/test_broker.py",
-    "scripts/local_broker.py",
-    "tests/faults/test_broker_restart.py",  # RabbitMQ only: tansu keeps topics in memory
+    "libs/eventkit/src/eventkit/transports/{broker}.py",
+    "libs/eventkit/tests/test_transport_{broker}.py",
+    "scripts/local_broker_{broker}.py",
+    "tests/faults/test_broker_restart_{broker}.py",  # RabbitMQ only: tansu keeps topics in memory
 ]
 
 
 def main() -> None:
     root = Path.cwd()
-    for name in PER_BROKER:
-        target = root / name
-        chosen = target.with_name(f"{target.stem}_{BROKER}{target.suffix}")
-        other = target.with_name(f"{target.stem}_{OTHER}{target.suffix}")
-        if chosen.exists():
-            chosen.rename(target)
-        if other.exists():
-            other.unlink()
+    for pattern in PER_BROKER:
+        (root / pattern.format(broker=OTHER)).unlink(missing_ok=True)
     for leftover in root.rglob("__pycache__"):
         shutil.rmtree(leftover, ignore_errors=True)
 

@@ -18,9 +18,9 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from eventkit.bus import InProcessTransport
 from eventkit.db import Database
 from eventkit.testing import running
+from eventkit.transports.memory import MemoryTransport
 
 POSTGRES = os.environ.get("TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"] if POSTGRES else ["sqlite"]
@@ -45,9 +45,9 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 @pytest.fixture
-def transport() -> InProcessTransport:
+def transport() -> MemoryTransport:
     """The broker stand-in for a service's unit tests (real brokers: eventkit's and e2e tests)."""
-    return InProcessTransport()
+    return MemoryTransport()
 
 
 @pytest.fixture

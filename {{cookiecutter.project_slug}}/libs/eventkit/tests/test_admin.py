@@ -9,24 +9,25 @@ from sqlalchemy import String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from eventkit import Consumer, Envelope, ServiceSettings, create_service, new_event
+from eventkit import Envelope, ServiceSettings, Subscriptions, create_service, new_event
 from eventkit import rebuild as rebuild_module
-from eventkit.bus import InProcessTransport
 from eventkit.db import Base
+from eventkit.dead_letters import DeadLetter
 from eventkit.testing import deliver, running
+from eventkit.transports.memory import MemoryConfig, MemoryTransport
+from sample_domain import THINGS, happened, things_roster, vanished
 
 
 class Seen(Base):
     __tablename__ = "test_admin_seen"
 
-    user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    thing_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     type: Mapped[str] = mapped_column(String(50))
 
 
 class Settings(ServiceSettings):
     SERVICE_NAME: str = "probe"
     PORT: int = 9999
-    MAX_RETRIES: int = 2
     RETRY_BACKOFF_SECONDS: float = 0.001
 
 
@@ -34,22 +35,33 @@ class Switch:
     broken = False
 
 
-def build(settings: Settings, transport: InProcessTransport, switch: Switch) -> Any:
-    consumer = Consumer("probe")
+def build(settings: Settings, transport: MemoryTransport, switch: Switch) -> Any:
+    subscriptions = Subscriptions()
 
-    @consumer.on_message("user.events")
-    async def on_user_event(event: Envelope, session: AsyncSession) -> None:
+    @subscriptions.on_message(THINGS)
+    async def on_thing(event: Envelope, session: AsyncSession) -> None:
         if switch.broken:
             raise RuntimeError("handler is broken")
-        row = await session.get(Seen, event.data["user_id"])
+        row = await session.get(Seen, event.data["thing_id"])
         if row is None:
-            session.add(Seen(user_id=event.data["user_id"], type=event.type))
+            session.add(Seen(thing_id=event.data["thing_id"], type=event.type))
         else:
             row.type = event.type
 
     return create_service(
-        settings, title="probe", consumer=consumer, transport=transport, read_models=[Seen]
+        settings,
+        things_roster("probe"),
+        title="probe",
+        subscriptions=subscriptions,
+        transport=transport,
+        read_models=[Seen],
     )
+
+
+@pytest.fixture
+def transport() -> MemoryTransport:
+    """The transport's config governs retries: 2 retries, so 3 attempts in all."""
+    return MemoryTransport(MemoryConfig("probe", max_retries=2))
 
 
 @pytest.fixture
@@ -59,100 +71,99 @@ def switch() -> Switch:
 
 @pytest.fixture
 async def probe(
-    database_url: str, transport: InProcessTransport, switch: Switch
+    database_url: str, transport: MemoryTransport, switch: Switch
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with running(build(Settings(DATABASE_URL=database_url), transport, switch)) as client:
         yield client
 
 
-def created(user_id: str) -> Envelope:
-    data = {"user_id": user_id, "name": "A", "email": f"{user_id}@x.io"}
-    return new_event("UserCreated", data, source="user")
-
-
 async def seen(client: httpx.AsyncClient) -> dict[str, str]:
     app = client._transport.app  # type: ignore[attr-defined]
     async with app.state.kit.db.sessions() as session:
-        return {row.user_id: row.type for row in await session.scalars(select(Seen))}
+        return {row.thing_id: row.type for row in await session.scalars(select(Seen))}
 
 
 async def test_a_poison_event_is_listed_then_replayed_once_fixed(
-    probe: httpx.AsyncClient, transport: InProcessTransport, switch: Switch
+    probe: httpx.AsyncClient, transport: MemoryTransport, switch: Switch
 ) -> None:
     switch.broken = True
-    poison = created("p1")
-    await deliver(transport, poison)
+    poison = happened("p1")
+    await deliver(transport, THINGS, poison)
     switch.broken = False
-    await deliver(transport, created("ok1"))  # the next event is not blocked
+    await deliver(transport, THINGS, happened("ok1"))  # the next event is not blocked
 
     [letter] = (await probe.get("/dlq")).json()
     assert letter["event_id"] == str(poison.id)
     assert (letter["type"], letter["topic"], letter["attempts"]) == (
-        "UserCreated",
-        "user.events",
+        "Happened",
+        THINGS,
         3,
     )
     assert "handler is broken" in letter["error"]
     assert Envelope.model_validate_json(letter["payload"]) == poison
-    assert await seen(probe) == {"ok1": "UserCreated"}
+    assert await seen(probe) == {"ok1": "Happened"}
     [(queue, body, headers)] = transport.dead_letters
     assert (queue, body) == ("dlq.probe", poison.to_bytes())
     assert headers["x-attempts"] == "3"
-    assert headers["x-original-topic"] == "user.events"
+    assert headers["x-original-topic"] == THINGS
     assert "handler is broken" in headers["x-error"]
 
     replayed = await probe.post("/dlq/replay", json={"event_ids": [str(poison.id)]})
     assert replayed.json() == {"replayed": 1}
     assert (await probe.get("/dlq")).json() == []
-    assert await seen(probe) == {"ok1": "UserCreated", "p1": "UserCreated"}
+    assert await seen(probe) == {"ok1": "Happened", "p1": "Happened"}
     assert (await probe.post("/dlq/replay")).json() == {"replayed": 0}
 
 
 async def test_malformed_messages_are_dead_lettered_with_the_reason(
-    probe: httpx.AsyncClient, transport: InProcessTransport
+    probe: httpx.AsyncClient, transport: MemoryTransport
 ) -> None:
-    await transport.publish("user.events", b"not json", key="", event_type="")
-    unknown = new_event("UserExploded", {"user_id": "u"}, source="user")
-    await transport.publish("user.events", unknown.to_bytes(), key="u", event_type="UserExploded")
+    await transport.publish(THINGS, b"not json", key="", event_type="")
+    unknown = new_event("Exploded", {"thing_id": "u"}, source="source", aggregate_id="u")
+    await transport.publish(THINGS, unknown.to_bytes(), key="u", event_type="Exploded")
     letters = (await probe.get("/dlq")).json()
     assert [(d["attempts"], d["error"].split(":")[0]) for d in letters] == [
         (0, "not valid JSON"),
-        (0, "unknown event type 'UserExploded'"),
+        (0, "unknown event type 'Exploded'"),
     ]
     assert letters[1]["event_id"] == str(unknown.id)
+    app = probe._transport.app  # type: ignore[attr-defined]
+    async with app.state.kit.db.sessions() as session:
+        keys = {row.event_id: row.key for row in await session.scalars(select(DeadLetter))}
+    assert keys[str(unknown.id)] == "u"  # its aggregate id: replay publishes with it again
 
 
 async def test_rebuild_replays_the_feed_into_an_emptied_read_model(
-    probe: httpx.AsyncClient, transport: InProcessTransport, monkeypatch: pytest.MonkeyPatch
+    probe: httpx.AsyncClient, transport: MemoryTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events = [
-        created("a"),
-        created("b"),
-        new_event("UserDeactivated", {"user_id": "a"}, source="user"),
+        happened("a"),
+        happened("b"),
+        vanished("a"),
     ]
     for event in events:
-        await deliver(transport, event)
+        await deliver(transport, THINGS, event)
     live = await seen(probe)
     feed = [
-        {"position": n, "stream": "user.events", "event": e.model_dump(mode="json")}
+        {"position": n, "stream": THINGS, "event": e.model_dump(mode="json")}
         for n, e in enumerate(events, start=1)
     ]
 
     async def fake_fetch(url: str, page_size: int = 500) -> list[dict[str, Any]]:
-        assert url == "http://localhost:8001/events"
+        assert url == "http://127.0.0.1:9001/events"  # <SOURCE>_URL unset: roster port
         return feed
 
     monkeypatch.setattr(rebuild_module, "fetch_feed", fake_fetch)
     response = await probe.post("/admin/rebuild")
-    assert response.json() == {"replayed": {"user.events": 3}}
-    assert await seen(probe) == live == {"a": "UserDeactivated", "b": "UserCreated"}
+    assert response.json() == {"replayed": {THINGS: 3}}
+    assert await seen(probe) == live == {"a": "Vanished", "b": "Happened"}
     # The inbox was rebuilt too: a live redelivery still changes nothing.
-    await deliver(transport, events[1])
+    await deliver(transport, THINGS, events[1])
     assert await seen(probe) == live
 
 
 async def test_admin_calls_need_the_token_when_one_is_set(
-    database_url: str, transport: InProcessTransport, switch: Switch
+    database_url: str, transport: MemoryTransport, switch: Switch
 ) -> None:
     settings = Settings(DATABASE_URL=database_url, ADMIN_TOKEN="s3cret")
     async with running(build(settings, transport, switch)) as client:

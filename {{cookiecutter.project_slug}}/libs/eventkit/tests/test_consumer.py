@@ -1,15 +1,15 @@
-"""The consume pipeline: inbox, retries with backoff, dead letters; on a real database."""
+"""The consumer: inbox, handlers by type, retries with backoff, dead letters; on a real database."""
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from eventkit import Consumer, Envelope, new_event
-from eventkit.bus import InProcessTransport
-from eventkit.consumer import DeadLetter, Pipeline, RetryPolicy
+from eventkit import Envelope, Subscriptions
+from eventkit.consumer import Consumer, RetryPolicy
 from eventkit.db import Database
+from eventkit.dead_letters import DeadLetter
 from eventkit.inbox import ProcessedEvent
-
-STREAM = "user.events"
+from eventkit.transports.memory import MemoryTransport
+from sample_domain import THINGS, happened, things_registry, vanished
 
 
 class Recorder:
@@ -24,17 +24,17 @@ class Recorder:
         self.calls += 1
         if self.calls <= self.failures:
             raise RuntimeError(f"boom {self.calls}")
-        self.applied.append(event.data["user_id"])
+        self.applied.append(event.data["thing_id"])
 
 
-def make_pipeline(db: Database, handler: Recorder, max_retries: int = 3) -> Pipeline:
-    consumer = Consumer("test")
-    consumer.on_message(STREAM)(handler)
-    return Pipeline(consumer, db, InProcessTransport(), RetryPolicy(max_retries, 0.001, 0.01))
-
-
-def event(user_id: str = "u1") -> Envelope:
-    return new_event("UserDeactivated", {"user_id": user_id}, source="test")
+def make_consumer(
+    db: Database, *handlers: Recorder, max_retries: int = 3, types: list[str] | None = None
+) -> Consumer:
+    subscriptions = Subscriptions()
+    for handler in handlers:
+        subscriptions.on_message(THINGS, types=types)(handler)
+    retry = RetryPolicy(max_retries, 0.001, 0.01)
+    return Consumer("probe", subscriptions, things_registry(), db, MemoryTransport(), retry)
 
 
 async def count(db: Database, model: type) -> int:
@@ -44,44 +44,65 @@ async def count(db: Database, model: type) -> int:
 
 async def test_a_redelivered_event_is_applied_once(db: Database) -> None:
     handler = Recorder()
-    pipeline = make_pipeline(db, handler)
-    message = event().to_bytes()
-    await pipeline.handle(STREAM, message)
-    await pipeline.handle(STREAM, message)
-    assert handler.applied == ["u1"]
+    consumer = make_consumer(db, handler)
+    message = vanished().to_bytes()
+    await consumer.handle(THINGS, message)
+    await consumer.handle(THINGS, message)
+    assert handler.applied == ["t1"]
     assert await count(db, ProcessedEvent) == 1
+
+
+async def test_every_handler_of_a_stream_runs_with_one_inbox_row(db: Database) -> None:
+    first, second, only_happened = Recorder(), Recorder(), Recorder()
+    consumer = make_consumer(db, first, second)
+    consumer.subscriptions.on_message(THINGS, types=["Happened"])(only_happened)
+    await consumer.handle(THINGS, happened("a").to_bytes())
+    await consumer.handle(THINGS, vanished("b").to_bytes())
+    assert (first.applied, second.applied, only_happened.applied) == (["a", "b"], ["a", "b"], ["a"])
+    assert await count(db, ProcessedEvent) == 2
+    assert consumer.subscriptions.types(THINGS) is None  # one handler takes every type
+
+
+async def test_a_type_no_handler_takes_is_passed_over(db: Database) -> None:
+    handler = Recorder()
+    consumer = make_consumer(db, handler, types=["Happened"])
+    await consumer.handle(THINGS, vanished().to_bytes())
+    assert handler.calls == 0
+    assert (await count(db, ProcessedEvent), await count(db, DeadLetter)) == (0, 0)
+    assert consumer.subscriptions.types(THINGS) == {"Happened"}
 
 
 async def test_a_failing_handler_is_retried_then_succeeds(db: Database) -> None:
     handler = Recorder(failures=2)
-    await make_pipeline(db, handler).handle(STREAM, event().to_bytes())
+    await make_consumer(db, handler).handle(THINGS, vanished().to_bytes())
     assert handler.calls == 3
-    assert handler.applied == ["u1"]
+    assert handler.applied == ["t1"]
     assert await count(db, DeadLetter) == 0
 
 
-async def test_a_poison_event_is_dead_lettered_and_the_next_one_flows(db: Database) -> None:
+async def test_a_poison_event_is_dead_lettered_with_its_key(db: Database) -> None:
     handler = Recorder(failures=4)  # the first event's 1 try + 3 retries all fail
-    pipeline = make_pipeline(db, handler, max_retries=3)
-    poison = event("poison")
-    await pipeline.handle(STREAM, poison.to_bytes())
-    await pipeline.handle(STREAM, event("next").to_bytes())
+    consumer = make_consumer(db, handler, max_retries=3)
+    poison = vanished("poison")
+    await consumer.handle(THINGS, poison.to_bytes())
+    await consumer.handle(THINGS, vanished("next").to_bytes())
     assert handler.applied == ["next"]
     async with db.sessions() as session:
         letter = (await session.scalars(select(DeadLetter))).one()
         processed = set(await session.scalars(select(ProcessedEvent.event_id)))
-    assert (letter.event_id, letter.attempts, letter.stream) == (str(poison.id), 4, STREAM)
+    assert (letter.event_id, letter.attempts, letter.stream) == (str(poison.id), 4, THINGS)
+    assert letter.key == "poison"  # the aggregate id it was published with
     assert "boom 4" in letter.error
     assert str(poison.id) not in processed  # its failed attempts left no trace
 
 
 async def test_a_malformed_message_goes_straight_to_the_dead_letters(db: Database) -> None:
     handler = Recorder()
-    await make_pipeline(db, handler).handle(STREAM, b"\x00not json")
+    await make_consumer(db, handler).handle(THINGS, b"\x00not json")
     assert handler.calls == 0
     async with db.sessions() as session:
         letter = (await session.scalars(select(DeadLetter))).one()
-    assert letter.attempts == 0
+    assert (letter.attempts, letter.key) == (0, "")
     assert letter.error.startswith("not valid JSON")
 
 

@@ -9,52 +9,61 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit import (
-    Consumer,
     Envelope,
     Kit,
     ServiceSettings,
+    Subscriptions,
     add_to_outbox,
     create_service,
-    new_event,
     tracing,
 )
-from eventkit.bus import InProcessTransport
 from eventkit.testing import async_wait_until, running
+from eventkit.transports.memory import MemoryTransport
+from sample_domain import THINGS, things_roster, vanished
 
 
 class Settings(ServiceSettings):
-    SERVICE_NAME: str = "tracing-probe"
+    SERVICE_NAME: str = "source"
     PORT: int = 9998
 
 
 async def test_a_request_and_its_consumers_share_one_trace(
-    database_url: str, tmp_path: object, transport: InProcessTransport
+    database_url: str, tmp_path: object, transport: MemoryTransport
 ) -> None:
     exporter = InMemorySpanExporter()
-    tracing.setup("tracing-probe").add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.setup("source").add_span_processor(SimpleSpanProcessor(exporter))
 
     router = APIRouter()
 
     @router.post("/produce")
     async def produce(kit: Kit) -> dict[str, str]:
-        event = new_event("UserDeactivated", {"user_id": "u1"}, source="tracing-probe")
+        event = vanished("t1")
         async with kit.transaction() as session:
-            add_to_outbox(session, event, key="u1")
+            add_to_outbox(session, THINGS, event)
         return {"id": str(event.id)}
 
     applied: list[Mapping[str, str]] = []
-    consumer = Consumer("tracing-consumer")
+    subscriptions = Subscriptions()
 
-    @consumer.on_message("user.events")
+    @subscriptions.on_message(THINGS)
     async def on_event(event: Envelope, session: AsyncSession) -> None:
         applied.append(tracing.inject())
 
+    roster = things_roster("tracing-consumer")
     producer_app = create_service(
-        Settings(DATABASE_URL=database_url), title="p", routers=[router], transport=transport
+        Settings(DATABASE_URL=database_url),
+        roster,
+        title="p",
+        routers=[router],
+        transport=transport,
     )
     consumer_db = database_url.replace("test.db", "consumer.db")
     consumer_app = create_service(
-        Settings(DATABASE_URL=consumer_db), title="c", consumer=consumer, transport=transport
+        Settings(DATABASE_URL=consumer_db, SERVICE_NAME="tracing-consumer"),
+        roster,
+        title="c",
+        subscriptions=subscriptions,
+        transport=transport,
     )
     async with running(consumer_app), running(producer_app) as client:
         exporter.clear()
@@ -75,10 +84,10 @@ async def test_a_request_and_its_consumers_share_one_trace(
             names.append(span.name)
         return names
 
-    [process] = [s for s in finished if s.name == "process user.events"]
+    [process] = [s for s in finished if s.name == f"process {THINGS}"]
     assert len({s.context.trace_id for s in finished}) == 1
     # consumer <- publish (across the transport) <- ... <- the HTTP request
     chain = ancestors(process)
-    assert chain[0] == "publish user.events"
+    assert chain[0] == f"publish {THINGS}"
     assert chain[-1] == "POST /produce"
     assert process.attributes is not None and process.attributes["service"] == "tracing-consumer"

@@ -3,9 +3,9 @@ from fastapi import FastAPI
 
 from analytics_service.main import create_app
 from analytics_service.settings import Settings
-from eventkit.bus import InProcessTransport
+from eventkit.transports.memory import MemoryTransport
 
 
 @pytest.fixture
-def app(database_url: str, transport: InProcessTransport) -> FastAPI:
+def app(database_url: str, transport: MemoryTransport) -> FastAPI:
     return create_app(Settings(DATABASE_URL=database_url), transport=transport)

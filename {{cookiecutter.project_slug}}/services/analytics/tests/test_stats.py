@@ -2,13 +2,13 @@
 
 import httpx
 
+from contracts.testing import deliver
 from eventkit import new_event
-from eventkit.bus import InProcessTransport
-from eventkit.testing import deliver
+from eventkit.transports.memory import MemoryTransport
 
 
 async def test_stats_count_every_event_type(
-    client: httpx.AsyncClient, transport: InProcessTransport
+    client: httpx.AsyncClient, transport: MemoryTransport
 ) -> None:
     for n in range(3):
         data = {"user_id": f"u{n}", "name": "A", "email": f"a{n}@x.io"}

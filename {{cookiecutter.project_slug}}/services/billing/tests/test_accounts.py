@@ -2,9 +2,9 @@
 
 import httpx
 
+from contracts.testing import deliver
 from eventkit import Envelope, new_event
-from eventkit.bus import InProcessTransport
-from eventkit.testing import deliver
+from eventkit.transports.memory import MemoryTransport
 
 
 def created(user_id: str = "u1") -> Envelope:
@@ -13,7 +13,7 @@ def created(user_id: str = "u1") -> Envelope:
 
 
 async def test_an_account_appears_once_its_user_is_created(
-    client: httpx.AsyncClient, transport: InProcessTransport
+    client: httpx.AsyncClient, transport: MemoryTransport
 ) -> None:
     assert (await client.get("/accounts/u1")).status_code == 404
     await deliver(transport, created())
@@ -29,7 +29,7 @@ async def test_an_account_appears_once_its_user_is_created(
 
 
 async def test_email_and_status_follow_the_user(
-    client: httpx.AsyncClient, transport: InProcessTransport
+    client: httpx.AsyncClient, transport: MemoryTransport
 ) -> None:
     await deliver(transport, created())
     await deliver(
@@ -42,7 +42,7 @@ async def test_email_and_status_follow_the_user(
 
 
 async def test_a_duplicate_user_created_changes_nothing(
-    client: httpx.AsyncClient, transport: InProcessTransport
+    client: httpx.AsyncClient, transport: MemoryTransport
 ) -> None:
     event = created()
     await deliver(transport, event)

@@ -4,18 +4,19 @@ from decimal import Decimal
 
 import httpx
 
+from contracts.testing import deliver
 from eventkit import Envelope, new_event
-from eventkit.bus import InProcessTransport
-from eventkit.testing import async_wait_until, deliver
+from eventkit.testing import async_wait_until
+from eventkit.transports.memory import MemoryTransport
 
 
-async def open_account(transport: InProcessTransport, user_id: str = "u1") -> None:
+async def open_account(transport: MemoryTransport, user_id: str = "u1") -> None:
     data = {"user_id": user_id, "name": "Ada", "email": "ada@example.com"}
     await deliver(transport, new_event("UserCreated", data, source="user"))
 
 
 async def test_an_invoice_is_issued_and_published(
-    client: httpx.AsyncClient, transport: InProcessTransport
+    client: httpx.AsyncClient, transport: MemoryTransport
 ) -> None:
     await open_account(transport)
     response = await client.post(
@@ -38,7 +39,7 @@ async def test_an_invoice_is_issued_and_published(
 
 
 async def test_account_totals_follow_invoices_exactly(
-    client: httpx.AsyncClient, transport: InProcessTransport
+    client: httpx.AsyncClient, transport: MemoryTransport
 ) -> None:
     await open_account(transport)
     for amount in ("0.10", "0.20", "100.05"):
@@ -53,7 +54,7 @@ async def test_account_totals_follow_invoices_exactly(
     assert (await client.get("/invoices", params={"user_id": "other"})).json() == []
 
 
-async def test_invoice_errors(client: httpx.AsyncClient, transport: InProcessTransport) -> None:
+async def test_invoice_errors(client: httpx.AsyncClient, transport: MemoryTransport) -> None:
     unknown = await client.post("/invoices", json={"user_id": "ghost", "amount": "5"})
     assert unknown.status_code == 404
     await open_account(transport)

@@ -2,9 +2,9 @@
 
 import httpx
 
+from contracts.testing import deliver
 from eventkit import new_event
-from eventkit.bus import InProcessTransport
-from eventkit.testing import deliver
+from eventkit.transports.memory import MemoryTransport
 
 
 async def sent_to(client: httpx.AsyncClient, user_id: str) -> list[tuple[str, str]]:
@@ -13,7 +13,7 @@ async def sent_to(client: httpx.AsyncClient, user_id: str) -> list[tuple[str, st
 
 
 async def test_a_new_user_gets_one_welcome(
-    client: httpx.AsyncClient, transport: InProcessTransport
+    client: httpx.AsyncClient, transport: MemoryTransport
 ) -> None:
     event = new_event(
         "UserCreated", {"user_id": "u1", "name": "Ada", "email": "ada@example.com"}, source="user"
@@ -30,7 +30,7 @@ async def test_a_new_user_gets_one_welcome(
 
 
 async def test_every_kind_goes_to_the_current_address(
-    client: httpx.AsyncClient, transport: InProcessTransport
+    client: httpx.AsyncClient, transport: MemoryTransport
 ) -> None:
     user = {"user_id": "u1", "name": "Ada", "email": "ada@example.com"}
     await deliver(transport, new_event("UserCreated", user, source="user"))

@@ -1,11 +1,11 @@
 import pytest
 from fastapi import FastAPI
 
-from eventkit.bus import InProcessTransport
+from eventkit.transports.memory import MemoryTransport
 from user_service.main import create_app
 from user_service.settings import Settings
 
 
 @pytest.fixture
-def app(database_url: str, transport: InProcessTransport) -> FastAPI:
+def app(database_url: str, transport: MemoryTransport) -> FastAPI:
     return create_app(Settings(DATABASE_URL=database_url), transport=transport)

@@ -4,8 +4,8 @@ import httpx
 import pytest
 
 from eventkit import Envelope
-from eventkit.bus import InProcessTransport
 from eventkit.testing import async_wait_until
+from eventkit.transports.memory import MemoryTransport
 
 
 async def test_create_then_get_a_user(client: httpx.AsyncClient) -> None:
@@ -25,7 +25,7 @@ async def test_create_then_get_a_user(client: httpx.AsyncClient) -> None:
 
 
 async def test_creating_a_user_publishes_user_created(
-    client: httpx.AsyncClient, transport: InProcessTransport
+    client: httpx.AsyncClient, transport: MemoryTransport
 ) -> None:
     user = (await client.post("/users", json={"name": "Bo", "email": "bo@example.com"})).json()
 
@@ -79,7 +79,7 @@ async def test_health_ready_metrics(client: httpx.AsyncClient) -> None:
 
 
 async def test_ready_names_the_broker_when_it_is_down(
-    client: httpx.AsyncClient, transport: InProcessTransport
+    client: httpx.AsyncClient, transport: MemoryTransport
 ) -> None:
     await transport.stop()
     response = await client.get("/ready")

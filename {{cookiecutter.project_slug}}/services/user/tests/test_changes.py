@@ -93,8 +93,14 @@ async def test_history_lists_every_event_oldest_first(client: httpx.AsyncClient)
         "source",
         "correlation_id",
         "causation_id",
+        "aggregate_id",
+        "sequence",
         "data",
     }
+    # Each carries its aggregate and its place in that aggregate's history.
+    assert [(e["aggregate_id"], e["sequence"]) for e in events] == [
+        (user["id"], n) for n in (1, 2, 3)
+    ]
     assert (await client.get("/users/nobody/events")).status_code == 404
 
 

@@ -5,29 +5,16 @@ They need `Authorization: Bearer <ADMIN_TOKEN>` when ADMIN_TOKEN is set.
 
 from __future__ import annotations
 
-import hmac
-import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException
+from fastapi import APIRouter, Body, Depends, HTTPException
 from pydantic import BaseModel
 from sqlalchemy import delete, select
 
-from eventkit.consumer import DeadLetter
+from eventkit.dead_letters import DeadLetter
+from eventkit.deps import Kit, require_admin
 from eventkit.rebuild import rebuild
-from eventkit.service import Kit
-
-
-def require_admin(kit: Kit, authorization: Annotated[str | None, Header()] = None) -> None:
-    token = kit.settings.ADMIN_TOKEN
-    if not token:
-        return
-    if not authorization or not authorization.startswith("Bearer "):
-        raise HTTPException(401, detail="admin call: send Authorization: Bearer <ADMIN_TOKEN>")
-    if not hmac.compare_digest(authorization.removeprefix("Bearer ").strip(), token):
-        raise HTTPException(403, detail="admin call: wrong admin token")
-
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -76,7 +63,7 @@ async def replay_dead_letters(
         rows = (await session.scalars(query)).all()
     for row in rows:
         await kit.transport.publish(
-            row.stream, row.payload, key=_key_of(row.payload), event_type=row.event_type or ""
+            row.stream, row.payload, key=row.key, event_type=row.event_type or ""
         )
         async with kit.db.transaction() as session:
             await session.execute(delete(DeadLetter).where(DeadLetter.id == row.id))
@@ -86,15 +73,7 @@ async def replay_dead_letters(
 @router.post("/admin/rebuild")
 async def rebuild_read_model(kit: Kit) -> dict[str, Any]:
     """Empty this service's read model and inbox, and replay every event it subscribes to."""
-    if kit.pipeline is None or kit.replay_pipeline is None:
+    if kit.consumer is None or kit.replay_consumer is None:
         raise HTTPException(404, detail="this service keeps no read model")
-    feeds = {stream: kit.settings.feed_url(stream) for stream in kit.pipeline.consumer.handlers}
-    replayed = await rebuild(kit.pipeline, kit.replay_pipeline, kit.read_models, feeds)
+    replayed = await rebuild(kit.consumer, kit.replay_consumer, kit.read_models, kit.feed_urls())
     return {"replayed": replayed}
-
-
-def _key_of(payload: bytes) -> str:
-    try:
-        return str(json.loads(payload)["data"]["user_id"])
-    except (ValueError, KeyError, TypeError):
-        return ""

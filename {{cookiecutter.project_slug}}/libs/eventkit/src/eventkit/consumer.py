@@ -1,7 +1,7 @@
-"""Subscribing: `@consumer.on_message(stream)`, and the pipeline every message goes through.
+"""The consumer: the path every received message takes into a service's database.
 
 Decode and validate (bad messages go straight to the dead letters), skip events the
-inbox has seen, apply the handler in the same transaction as the inbox row, retry a
+inbox has seen, apply the handlers in the same transaction as the inbox row, retry a
 failing handler with exponential backoff and jitter, then dead-letter it.
 """
 
@@ -11,20 +11,18 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from opentelemetry.trace import SpanKind
-from sqlalchemy import LargeBinary, String, Text, delete
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import delete
 
 from eventkit import context, tracing
-from eventkit.db import Base, Database
+from eventkit.db import Database
+from eventkit.dead_letters import DeadLetter
 from eventkit.envelope import Envelope
-from eventkit.events import InvalidEvent, parse
 from eventkit.inbox import ProcessedEvent
 from eventkit.metrics import (
     EVENTS_CONSUMED,
@@ -33,51 +31,19 @@ from eventkit.metrics import (
     EVENTS_RETRIED,
     HANDLER_SECONDS,
 )
-from eventkit.transport import RawHandler, Transport
+from eventkit.registry import EventRegistry, InvalidEvent
+from eventkit.settings import default
+from eventkit.subscriptions import Handler, Subscriptions
+from eventkit.transports import RawHandler, Transport
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[Envelope, AsyncSession], Awaitable[None]]
-
-
-class DeadLetter(Base):
-    """An event this service gave up on, kept so it can be listed and replayed."""
-
-    __tablename__ = "dead_letters"
-
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    event_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    event_type: Mapped[str | None] = mapped_column(String(100))
-    stream: Mapped[str] = mapped_column(String(200))
-    error: Mapped[str] = mapped_column(Text)
-    attempts: Mapped[int]
-    failed_at: Mapped[datetime] = mapped_column()
-    # The message exactly as received, so it can be replayed byte for byte.
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
-
-
-@dataclass
-class Consumer:
-    """The streams one service subscribes to, and the handler for each."""
-
-    service: str
-    handlers: dict[str, Handler] = field(default_factory=dict)
-
-    def on_message(self, stream: str) -> Callable[[Handler], Handler]:
-        def register(handler: Handler) -> Handler:
-            if stream in self.handlers:
-                raise ValueError(f"{self.service} already has a handler for {stream}")
-            self.handlers[stream] = handler
-            return handler
-
-        return register
 
 
 @dataclass
 class RetryPolicy:
-    max_retries: int = 3
-    base_seconds: float = 0.2
-    max_seconds: float = 5.0
+    max_retries: int = default("MAX_RETRIES")
+    base_seconds: float = default("RETRY_BACKOFF_SECONDS")
+    max_seconds: float = default("RETRY_BACKOFF_MAX_SECONDS")
 
     def delay(self, attempt: int) -> float:
         """Full-jitter exponential backoff after failed attempt number `attempt` (1-based)."""
@@ -87,7 +53,7 @@ class RetryPolicy:
 class Gate:
     """Lets handlers run side by side until closed; closing waits for those in flight.
 
-    A rebuild closes the live pipeline's gate so no live event lands mid-rebuild.
+    A rebuild closes the live consumer's gate so no live event lands mid-rebuild.
     """
 
     def __init__(self) -> None:
@@ -119,21 +85,34 @@ class Gate:
             self._open.set()
 
 
-class Pipeline:
-    """Applies raw messages of one service's streams to its database."""
+class Consumer:
+    """Applies the raw messages of one service's streams to its database."""
 
     def __init__(
-        self, consumer: Consumer, db: Database, transport: Transport, retry: RetryPolicy
+        self,
+        service: str,
+        subscriptions: Subscriptions,
+        events: EventRegistry,
+        db: Database,
+        transport: Transport,
+        retry: RetryPolicy,
     ) -> None:
-        self.consumer = consumer
+        self.service = service
+        self.subscriptions = subscriptions
+        self.events = events
         self.db = db
         self.transport = transport
         self.retry = retry
         self.gate = Gate()
 
     def attach(self) -> None:
-        for stream in self.consumer.handlers:
-            self.transport.subscribe(stream, self._raw_handler(stream))
+        for stream in self.subscriptions.streams:
+            self.transport.subscribe(
+                stream,
+                self._raw_handler(stream),
+                types=self.subscriptions.types(stream),
+                description=self.events.describe(stream),
+            )
 
     def _raw_handler(self, stream: str) -> RawHandler:
         async def handle(body: bytes, headers: Mapping[str, str]) -> None:
@@ -147,26 +126,28 @@ class Pipeline:
     ) -> None:
         """Apply one message; returns normally unless it must be redelivered."""
         name = f"process {stream}"
-        attributes = {"messaging.destination.name": stream, "service": self.consumer.service}
+        attributes = {"messaging.destination.name": stream, "service": self.service}
         with tracing.span(name, SpanKind.CONSUMER, parent=headers or {}, attributes=attributes):
             await self._handle(stream, raw)
 
     async def _handle(self, stream: str, raw: bytes) -> None:
         try:
-            event = parse(raw)
+            event = self.events.parse(raw)
         except InvalidEvent as exc:
             await self._dead_letter(stream, raw, exc.event, str(exc), attempts=0)
+            return
+        handlers = self.subscriptions.handlers(stream, event.type)
+        if not handlers:  # a type none of this service's handlers take
             return
         context.event_id.set(str(event.id))
         context.event_type.set(event.type)
         context.correlation_id.set(event.correlation_id)
-        handler = self.consumer.handlers[stream]
         attempt = 0
         while True:
             attempt += 1
             started = time.perf_counter()
             try:
-                applied = await self._apply(stream, event, handler)
+                applied = await self._apply(stream, event, handlers)
             except Exception as exc:
                 EVENTS_RETRIED.labels(stream=stream).inc()
                 if attempt > self.retry.max_retries:
@@ -183,7 +164,8 @@ class Pipeline:
                 EVENTS_DUPLICATE.labels(stream=stream).inc()
             return
 
-    async def _apply(self, stream: str, event: Envelope, handler: Handler) -> bool:
+    async def _apply(self, stream: str, event: Envelope, handlers: list[Handler]) -> bool:
+        """Every handler that takes the event, and its inbox row, in one transaction."""
         async with self.db.transaction() as session:
             if await session.get(ProcessedEvent, str(event.id)) is not None:
                 return False
@@ -195,7 +177,8 @@ class Pipeline:
                     processed_at=datetime.now(UTC),
                 )
             )
-            await handler(event, session)
+            for handler in handlers:
+                await handler(event, session)
         return True
 
     async def _dead_letter(
@@ -203,15 +186,16 @@ class Pipeline:
     ) -> None:
         log.error("dead-lettering a message of %s: %s", stream, error)
         failed_at = datetime.now(UTC)
+        key = (event.aggregate_id if event else None) or ""
         headers = {
             "x-error": error[:1000],
             "x-attempts": str(attempts),
             "x-original-topic": stream,
             "x-failed-at": failed_at.isoformat(),
-            "x-service": self.consumer.service,
+            "x-service": self.service,
         }
-        # The broker's dlq.<service> first: if that fails the message is redelivered.
-        await self.transport.publish_dead_letter(self.consumer.service, raw, headers)
+        # The broker's dead letters first: if that fails the message is redelivered.
+        await self.transport.publish_dead_letter(raw, headers, key=key)
         async with self.db.transaction() as session:
             if event is not None:  # one entry per event: a repeat failure refreshes it
                 earlier = delete(DeadLetter).where(DeadLetter.event_id == str(event.id))
@@ -221,6 +205,7 @@ class Pipeline:
                     event_id=str(event.id) if event else None,
                     event_type=event.type if event else None,
                     stream=stream,
+                    key=key,
                     error=error,
                     attempts=attempts,
                     failed_at=failed_at,

@@ -27,6 +27,10 @@ class Envelope(BaseModel):
     source: str = Field(min_length=1)
     correlation_id: str | None = None
     causation_id: str | None = None
+    # The aggregate the event belongs to (the partition key) and its 1-based place in that
+    # aggregate's history; events from elsewhere may lack them.
+    aggregate_id: str | None = None
+    sequence: int | None = Field(default=None, ge=1)
     data: dict[str, Any] = Field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
@@ -43,6 +47,8 @@ def new_event(
     *,
     source: str,
     version: int = 1,
+    aggregate_id: str | None = None,
+    sequence: int | None = None,
     correlation_id: str | None = None,
     causation: Envelope | None = None,
 ) -> Envelope:
@@ -58,5 +64,7 @@ def new_event(
         source=source,
         correlation_id=correlation_id or str(event_id),
         causation_id=str(causation.id) if causation is not None else None,
+        aggregate_id=aggregate_id,
+        sequence=sequence,
         data=data,
     )

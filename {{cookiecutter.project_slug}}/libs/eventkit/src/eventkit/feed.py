@@ -12,8 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
+from eventkit.deps import Kit
 from eventkit.outbox import OutboxMessage
-from eventkit.service import Kit
 
 router = APIRouter(tags=["events"])
 

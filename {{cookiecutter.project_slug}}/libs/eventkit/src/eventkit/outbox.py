@@ -20,9 +20,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from eventkit import tracing
 from eventkit.db import Base, Database
 from eventkit.envelope import Envelope
-from eventkit.events import REGISTRY
 from eventkit.metrics import EVENTS_PUBLISHED, OUTBOX_LAG_SECONDS, OUTBOX_PENDING
-from eventkit.transport import Transport
+from eventkit.transports import Transport
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +41,16 @@ class OutboxMessage(Base):
     headers: Mapped[str | None] = mapped_column(Text)
 
 
-def add_to_outbox(session: AsyncSession, event: Envelope, *, key: str) -> None:
-    """Stage `event` in the caller's transaction; it is published after the commit."""
+def add_to_outbox(session: AsyncSession, stream: str, event: Envelope) -> None:
+    """Stage `event` for `stream` in the caller's transaction; it is published after the commit.
+
+    Its aggregate id is the partition key, so one aggregate's events stay in order.
+    """
     session.add(
         OutboxMessage(
             event_id=str(event.id),
-            stream=REGISTRY[event.type].stream,
-            key=key,
+            stream=stream,
+            key=event.aggregate_id or "",
             event_type=event.type,
             body=event.model_dump_json(),
             created_at=datetime.now(UTC),

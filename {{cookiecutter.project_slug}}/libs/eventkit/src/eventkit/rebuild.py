@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from sqlalchemy import delete
 
-from eventkit.consumer import Pipeline
+from eventkit.consumer import Consumer
 from eventkit.envelope import Envelope
 from eventkit.inbox import ProcessedEvent
 
@@ -31,7 +31,7 @@ async def fetch_feed(url: str, page_size: int = 500) -> list[dict[str, Any]]:
 
 
 async def rebuild(
-    live: Pipeline, replay: Pipeline, read_models: list[Any], feed_urls: dict[str, str]
+    live: Consumer, replay: Consumer, read_models: list[Any], feed_urls: dict[str, str]
 ) -> dict[str, int]:
     """Returns how many events were replayed per stream."""
     async with live.gate.closed():

@@ -1,16 +1,33 @@
-"""Settings every service shares; each service subclasses this once, in its settings.py."""
+"""Settings every service shares; each service subclasses this once, in its settings.py.
+
+Every default lives here. Transport configs (KafkaConfig, RabbitMQConfig) read theirs
+from this class too, through `default()`.
+"""
 
 from __future__ import annotations
 
-from typing import Literal, Self
+import importlib.util
+from typing import Any, Literal, Self
 
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eventkit.broker import DEFAULT_BROKER_URL
-from eventkit.events import PRODUCERS
-
 PLACEHOLDER = "changethis"
+BrokerKind = Literal["kafka", "rabbitmq", "memory"]
+# Where each broker answers on a developer's machine when BROKER_URL is not set.
+LOCAL_BROKER_URLS: dict[str, str] = {
+    "kafka": "localhost:9092",
+    "rabbitmq": "amqp://guest:guest@localhost:5672/",
+    "memory": "memory://",
+}
+
+
+def shipped_broker() -> BrokerKind:
+    """The broker this project was generated for: the one real adapter it ships."""
+    for kind in ("kafka", "rabbitmq"):
+        if importlib.util.find_spec(f"eventkit.transports.{kind}") is not None:
+            return kind  # type: ignore[return-value]
+    return "memory"
 
 
 class ServiceSettings(BaseSettings):
@@ -22,7 +39,10 @@ class ServiceSettings(BaseSettings):
     ENVIRONMENT: Literal["development", "staging", "production"] = "development"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    BROKER_URL: str = DEFAULT_BROKER_URL
+    # Unset: the broker this project was generated for. `memory` runs one process alone.
+    BROKER: BrokerKind | None = None
+    # Unset: that broker on this machine (localhost:9092, or guest@localhost:5672).
+    BROKER_URL: str = ""
     # Empty means a SQLite file of the service's own under var/.
     DATABASE_URL: str = ""
 
@@ -37,22 +57,24 @@ class ServiceSettings(BaseSettings):
     TRACES_FILE: str | None = None
     # Partitions per stream, where the broker has partitions.
     STREAM_PARTITIONS: int = 3
-
-    # Where the publishers serve their event feeds, for rebuilds.
-    USER_SERVICE_URL: str = "http://localhost:8001"
-    BILLING_SERVICE_URL: str = "http://localhost:8004"
+    # RabbitMQ: unacknowledged deliveries per consumer. Above 1, one aggregate's events
+    # may be applied out of order, so keep 1 until projections check the sequence.
+    PREFETCH_COUNT: int = 1
 
     # Unset in development: admin calls are open. Set it wherever others can reach the service.
     ADMIN_TOKEN: str | None = None
 
     @property
+    def broker(self) -> BrokerKind:
+        return self.BROKER or shipped_broker()
+
+    @property
+    def broker_url(self) -> str:
+        return self.BROKER_URL or LOCAL_BROKER_URLS[self.broker]
+
+    @property
     def database_url(self) -> str:
         return self.DATABASE_URL or f"sqlite+aiosqlite:///var/{self.SERVICE_NAME}.db"
-
-    def feed_url(self, stream: str) -> str:
-        producer = PRODUCERS[stream]
-        base: str = getattr(self, f"{producer.upper()}_SERVICE_URL")
-        return f"{base.rstrip('/')}/events"
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Self:
@@ -68,6 +90,11 @@ class ServiceSettings(BaseSettings):
         if not self.ADMIN_TOKEN:
             raise ValueError(f"ADMIN_TOKEN must be set when ENVIRONMENT={self.ENVIRONMENT}")
         return self
+
+
+def default(name: str) -> Any:
+    """The default of setting `name`, for code that takes the value as an argument."""
+    return ServiceSettings.model_fields[name].default
 
 
 def admin_token() -> str | None:

@@ -12,9 +12,8 @@ import httpx
 from fastapi import FastAPI
 
 from eventkit.envelope import Envelope
-from eventkit.events import REGISTRY
-from eventkit.service import ServiceKit
-from eventkit.transport import Transport
+from eventkit.kit import ServiceKit
+from eventkit.transports import Transport
 
 T = TypeVar("T")
 
@@ -65,11 +64,8 @@ async def running(app: FastAPI, timeout: float = 10.0) -> AsyncIterator[httpx.As
             yield client
 
 
-async def deliver(transport: Transport, event: Envelope) -> None:
-    """Publish `event` on its stream, as the producing service's relay would."""
+async def deliver(transport: Transport, stream: str, event: Envelope) -> None:
+    """Publish `event` on `stream`, as the producing service's relay would."""
     await transport.publish(
-        REGISTRY[event.type].stream,
-        event.to_bytes(),
-        key=str(event.data.get("user_id", "")),
-        event_type=event.type,
+        stream, event.to_bytes(), key=event.aggregate_id or "", event_type=event.type
     )

@@ -3,16 +3,13 @@
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics_service import projections
-from eventkit import Consumer, Envelope
+from contracts import BILLING_EVENTS, USER_EVENTS
+from eventkit import Envelope, Subscriptions
 
-consumer = Consumer("analytics")
-
-
-@consumer.on_message("user.events")
-async def on_user_event(event: Envelope, session: AsyncSession) -> None:
-    await projections.count(session, event)
+subscriptions = Subscriptions()
 
 
-@consumer.on_message("billing.events")
-async def on_billing_event(event: Envelope, session: AsyncSession) -> None:
+@subscriptions.on_message(USER_EVENTS)
+@subscriptions.on_message(BILLING_EVENTS)
+async def count_event(event: Envelope, session: AsyncSession) -> None:
     await projections.count(session, event)

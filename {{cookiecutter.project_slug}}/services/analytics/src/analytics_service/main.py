@@ -5,11 +5,12 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from analytics_service.api import router
-from analytics_service.handlers import consumer
+from analytics_service.handlers import subscriptions
 from analytics_service.models import EventCount, Revenue
 from analytics_service.settings import Settings
+from contracts import ROSTER
 from eventkit import create_service
-from eventkit.transport import Transport
+from eventkit.transports import Transport
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -17,9 +18,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
     return create_service(
         settings or Settings(),
+        ROSTER,
         title="analytics service",
         routers=[router],
-        consumer=consumer,
+        subscriptions=subscriptions,
         read_models=[EventCount, Revenue],
         transport=transport,
         migrations=MIGRATIONS,

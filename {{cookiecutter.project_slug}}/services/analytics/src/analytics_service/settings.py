@@ -1,6 +1,9 @@
+from contracts import ROSTER
 from eventkit import ServiceSettings
+
+SERVICE = "analytics"
 
 
 class Settings(ServiceSettings):
-    SERVICE_NAME: str = "analytics"
-    PORT: int = 8003
+    SERVICE_NAME: str = SERVICE
+    PORT: int = ROSTER.service(SERVICE).port

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from billing_service.models import Account, Invoice
+from contracts import BILLING_EVENTS
 from eventkit import Kit, add_to_outbox, new_event
 
 router = APIRouter(tags=["billing"])
@@ -84,8 +85,10 @@ async def issue_invoice(body: NewInvoice, kit: Kit) -> InvoiceOut:
             "InvoiceIssued",
             {"invoice_id": invoice.id, "user_id": invoice.user_id, "amount": str(body.amount)},
             source=kit.settings.SERVICE_NAME,
+            aggregate_id=invoice.id,
+            sequence=1,
         )
-        add_to_outbox(session, event, key=invoice.user_id)
+        add_to_outbox(session, BILLING_EVENTS, event)
     return InvoiceOut.model_validate(invoice, from_attributes=True)
 
 

@@ -3,11 +3,12 @@
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing_service import projections
-from eventkit import Consumer, Envelope
+from contracts import USER_EVENTS
+from eventkit import Envelope, Subscriptions
 
-consumer = Consumer("billing")
+subscriptions = Subscriptions()
 
 
-@consumer.on_message("user.events")
+@subscriptions.on_message(USER_EVENTS)
 async def on_user_event(event: Envelope, session: AsyncSession) -> None:
     await projections.apply_user_event(session, event)

@@ -1,6 +1,9 @@
+from contracts import ROSTER
 from eventkit import ServiceSettings
+
+SERVICE = "billing"
 
 
 class Settings(ServiceSettings):
-    SERVICE_NAME: str = "billing"
-    PORT: int = 8004
+    SERVICE_NAME: str = SERVICE
+    PORT: int = ROSTER.service(SERVICE).port

@@ -2,20 +2,21 @@
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from eventkit import Consumer, Envelope
+from contracts import BILLING_EVENTS, USER_EVENTS
+from eventkit import Envelope, Subscriptions
 from notification_service import projections
 from notification_service.sender import Sender
 
 
-def build_consumer(sender: Sender) -> Consumer:
-    consumer = Consumer("notification")
+def build_subscriptions(sender: Sender) -> Subscriptions:
+    subscriptions = Subscriptions()
 
-    @consumer.on_message("user.events")
+    @subscriptions.on_message(USER_EVENTS)
     async def on_user_event(event: Envelope, session: AsyncSession) -> None:
         await projections.apply_user_event(session, event, sender)
 
-    @consumer.on_message("billing.events")
-    async def on_billing_event(event: Envelope, session: AsyncSession) -> None:
-        await projections.apply_billing_event(session, event, sender)
+    @subscriptions.on_message(BILLING_EVENTS, types=["InvoiceIssued"])
+    async def on_invoice_issued(event: Envelope, session: AsyncSession) -> None:
+        await projections.apply_invoice_issued(session, event, sender)
 
-    return consumer
+    return subscriptions

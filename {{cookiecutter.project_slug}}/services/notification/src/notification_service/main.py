@@ -4,10 +4,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from contracts import ROSTER
 from eventkit import create_service
-from eventkit.transport import Transport
+from eventkit.transports import Transport
 from notification_service.api import router
-from notification_service.handlers import build_consumer
+from notification_service.handlers import build_subscriptions
 from notification_service.models import Notification, Recipient
 from notification_service.sender import QuietSender, sender_for
 from notification_service.settings import Settings
@@ -20,11 +21,12 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     sender = sender_for(settings)
     return create_service(
         settings,
+        ROSTER,
         title="notification service",
         routers=[router],
-        consumer=build_consumer(sender),
+        subscriptions=build_subscriptions(sender),
         # A rebuild replays history into the read model without sending anything again.
-        replay_consumer=build_consumer(QuietSender(sender.channel)),
+        replay_subscriptions=build_subscriptions(QuietSender(sender.channel)),
         read_models=[Notification, Recipient],
         transport=transport,
         migrations=MIGRATIONS,

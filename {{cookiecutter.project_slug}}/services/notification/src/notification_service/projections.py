@@ -31,11 +31,10 @@ async def apply_user_event(session: AsyncSession, event: Envelope, sender: Sende
             )
 
 
-async def apply_billing_event(session: AsyncSession, event: Envelope, sender: Sender) -> None:
-    if event.type == "InvoiceIssued":
-        recipient = await _recipient(session, event.data["user_id"], event)
-        subject = f"Invoice {event.data['invoice_id']}: {event.data['amount']}"
-        await _notify(session, sender, event, recipient, "invoice_issued", subject)
+async def apply_invoice_issued(session: AsyncSession, event: Envelope, sender: Sender) -> None:
+    recipient = await _recipient(session, event.data["user_id"], event)
+    subject = f"Invoice {event.data['invoice_id']}: {event.data['amount']}"
+    await _notify(session, sender, event, recipient, "invoice_issued", subject)
 
 
 async def _recipient(session: AsyncSession, user_id: str, event: Envelope) -> Recipient:

@@ -70,6 +70,12 @@ class User:
             raise RuleViolation(f"user {self.id} is {self.status}; it cannot change")
 
     def _record(self, event_type: str, data: dict[str, Any]) -> None:
-        event = new_event(event_type, {"user_id": self.id, **data}, source=SOURCE)
+        event = new_event(
+            event_type,
+            {"user_id": self.id, **data},
+            source=SOURCE,
+            aggregate_id=self.id,
+            sequence=self.version + 1,
+        )
         self.apply(event)
         self.pending.append(event)

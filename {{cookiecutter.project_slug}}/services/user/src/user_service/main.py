@@ -4,8 +4,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from contracts import ROSTER
 from eventkit import create_service
-from eventkit.transport import Transport
+from eventkit.transports import Transport
 from user_service.api import router
 from user_service.settings import Settings
 
@@ -15,9 +16,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
     return create_service(
         settings or Settings(),
+        ROSTER,
         title="user service",
         routers=[router],
         transport=transport,
         migrations=MIGRATIONS,
-        event_feed=True,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts import USER_EVENTS
 from eventkit import Envelope, add_to_outbox
 from user_service.domain import User
 from user_service.models import StoredEvent
@@ -51,7 +52,7 @@ def save(session: AsyncSession, user: User) -> None:
                 timestamp=event.timestamp,
             )
         )
-        add_to_outbox(session, event, key=user.id)
+        add_to_outbox(session, USER_EVENTS, event)
     user.pending.clear()
 
 
@@ -64,5 +65,7 @@ def _envelope(row: StoredEvent) -> Envelope:
         source=row.meta["source"],
         correlation_id=row.meta.get("correlation_id"),
         causation_id=row.meta.get("causation_id"),
+        aggregate_id=row.stream_id,
+        sequence=row.version,
         data=row.data,
     )

@@ -1,65 +1,68 @@
-"""Wires one service together: database, broker, outbox relay, subscribers and the HTTP app."""
+"""What a running service holds: database, broker transport, outbox relay and consumer."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from eventkit import broker
-from eventkit.consumer import Consumer, Pipeline, RetryPolicy
+from eventkit.consumer import Consumer, RetryPolicy
 from eventkit.db import Database
-from eventkit.envelope import Envelope
-from eventkit.events import PRODUCERS
-from eventkit.logs import configure_logging
 from eventkit.migrations import upgrade_async
 from eventkit.outbox import OutboxRelay
+from eventkit.roster import Roster, ServiceSpec
 from eventkit.settings import ServiceSettings
-from eventkit.transport import Transport
+from eventkit.subscriptions import Subscriptions
+from eventkit.transports import Transport, create_transport
 
 log = logging.getLogger(__name__)
 
 
 class ServiceKit:
-    """What a running service holds; reachable from routes as `request.app.state.kit`."""
+    """One service's moving parts; routes reach it through the `Kit` dependency (deps.py)."""
 
     def __init__(
         self,
         settings: ServiceSettings,
-        consumer: Consumer | None = None,
+        roster: Roster,
+        subscriptions: Subscriptions | None = None,
         transport: Transport | None = None,
-        replay_consumer: Consumer | None = None,
+        replay_subscriptions: Subscriptions | None = None,
         read_models: Sequence[type[Any]] = (),
         migrations: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.roster = roster
+        self.spec: ServiceSpec = roster.service(settings.SERVICE_NAME)
+        _check_against_roster(self.spec, subscriptions)
         self.migrations = migrations
         self.db = Database(settings.database_url)
-        self.transport: Transport = transport or broker.BrokerTransport(
-            broker.config_from_settings(settings)
-        )
+        self.transport: Transport = transport or create_transport(settings)
         self.relay = OutboxRelay(self.db, self.transport, settings.OUTBOX_POLL_SECONDS)
         retry = RetryPolicy(
-            settings.MAX_RETRIES, settings.RETRY_BACKOFF_SECONDS, settings.RETRY_BACKOFF_MAX_SECONDS
+            self.transport.config.max_retries,
+            settings.RETRY_BACKOFF_SECONDS,
+            settings.RETRY_BACKOFF_MAX_SECONDS,
         )
-        self.pipeline = Pipeline(consumer, self.db, self.transport, retry) if consumer else None
-        replay_consumer = replay_consumer or consumer
-        self.replay_pipeline = (
-            Pipeline(replay_consumer, self.db, self.transport, retry) if replay_consumer else None
-        )
+
+        def consumer(subs: Subscriptions | None) -> Consumer | None:
+            if subs is None:
+                return None
+            name = settings.SERVICE_NAME
+            return Consumer(name, subs, roster.events, self.db, self.transport, retry)
+
+        self.consumer = consumer(subscriptions)
+        self.replay_consumer = consumer(replay_subscriptions or subscriptions)
         self.read_models = list(read_models)
-        for stream, producer in PRODUCERS.items():
-            if producer == settings.SERVICE_NAME:
-                self.transport.declare_publisher(stream)
+        for stream in self.spec.publishes:
+            self.transport.declare_publisher(stream, description=roster.events.describe(stream))
         self.connected = asyncio.Event()
         self._connector: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -71,17 +74,20 @@ class ServiceKit:
             yield session
         self.relay.wake()
 
-    async def publish_message(self, stream: str, event: Envelope, *, key: str = "") -> None:
-        """Publish directly, bypassing the outbox (replays and tools; services use the outbox)."""
-        await self.transport.publish(stream, event.to_bytes(), key=key, event_type=event.type)
+    def feed_urls(self, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+        """Where the feed of each stream this service subscribes to is served."""
+        return {
+            stream: self.roster.url(self.roster.producer(stream).name, environ) + "/events"
+            for stream in self.spec.subscribes
+        }
 
     async def start(self) -> None:
         if self.migrations is not None:
             await upgrade_async(self.settings.database_url, self.migrations)
         else:  # no migration history (eventkit's own tests): create the tables directly
             await self.db.create_all()
-        if self.pipeline is not None:
-            self.pipeline.attach()
+        if self.consumer is not None:
+            self.consumer.attach()
         self._connector = asyncio.create_task(self._connect(), name="broker-connect")
 
     async def _connect(self) -> None:
@@ -97,7 +103,7 @@ class ServiceKit:
                 delay = min(delay * 2, 5.0)
         self.connected.set()
         self.relay.start()
-        log.info("connected to the %s broker", broker.BROKER_KIND)
+        log.info("connected to the %s broker", self.settings.broker)
         self._watchdog = asyncio.create_task(self._watch_broker(), name="broker-watchdog")
 
     async def _watch_broker(self, every: float = 1.0) -> None:
@@ -147,76 +153,12 @@ class ServiceKit:
         return failed
 
 
-def create_service(
-    settings: ServiceSettings,
-    *,
-    title: str,
-    routers: Sequence[APIRouter] = (),
-    consumer: Consumer | None = None,
-    transport: Transport | None = None,
-    replay_consumer: Consumer | None = None,
-    read_models: Sequence[type[Any]] = (),
-    event_feed: bool = False,
-    migrations: Path | None = None,
-) -> FastAPI:
-    """The service's app. A consumer gets /dlq and /admin/rebuild; a publisher gets /events."""
-    from eventkit import admin, feed, middleware, tracing  # they import Kit from here
-
-    configure_logging(settings.SERVICE_NAME, settings.LOG_LEVEL)
-    tracing.setup(settings.SERVICE_NAME, settings.TRACES_FILE)
-    kit = ServiceKit(settings, consumer, transport, replay_consumer, read_models, migrations)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await kit.start()
-        yield
-        await kit.stop()
-
-    app = FastAPI(title=title, lifespan=lifespan)
-    app.state.kit = kit
-    middleware.install(app)
-    app.include_router(_platform_routes(title))
-    if consumer is not None:
-        app.include_router(admin.router)
-    if event_feed:
-        app.include_router(feed.router)
-    for router in routers:
-        app.include_router(router)
-    return app
-
-
-def get_kit(request: Request) -> ServiceKit:
-    kit: ServiceKit = request.app.state.kit
-    return kit
-
-
-Kit = Annotated[ServiceKit, Depends(get_kit)]
-"""Route parameter type that gives a handler its service's kit."""
-
-
-def _platform_routes(title: str) -> APIRouter:
-    router = APIRouter(tags=["platform"])
-
-    @router.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @router.get("/ready")
-    async def ready(request: Request) -> JSONResponse:
-        failed = await get_kit(request).readiness()
-        if failed:
-            return JSONResponse(
-                {"detail": f"not ready: {', '.join(failed)} not answering", "failed": failed},
-                status_code=503,
-            )
-        return JSONResponse({"status": "ready"})
-
-    @router.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    @router.get("/asyncapi")
-    async def asyncapi(request: Request) -> dict[str, Any]:
-        return get_kit(request).transport.asyncapi(title)
-
-    return router
+def _check_against_roster(spec: ServiceSpec, subscriptions: Subscriptions | None) -> None:
+    """The code's handlers and the roster must name the same streams."""
+    handled = set(subscriptions.streams) if subscriptions else set()
+    listed = set(spec.subscribes)
+    if handled != listed:
+        raise ValueError(
+            f"service {spec.name}: the roster says it subscribes to {sorted(listed)}, "
+            f"its handlers take {sorted(handled)}; make them agree (libs/contracts)"
+        )

@@ -1,13 +1,14 @@
 """RabbitMQ transport on FastStream (aio-pika).
 
 Each stream is a durable topic exchange; each consuming service has a durable queue
-`<service>.<stream>` bound with `#`, so it sees every event of the stream. Messages
-are persistent and published with confirms; a message is acked after its handler.
+`<service>.<stream>` bound with `#` (or with the event types its handlers name), so it
+sees the events of the stream it handles. Messages are persistent and published with
+confirms; a message is acked after its handler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,45 +25,50 @@ from faststream.rabbit import (
 from faststream.specification import AsyncAPI
 
 from eventkit.envelope import Envelope
-from eventkit.events import STREAMS, describe
-from eventkit.transport import RawHandler
+from eventkit.roster import dead_letter_stream, service_queue
+from eventkit.settings import ServiceSettings, default
+from eventkit.transports import RawHandler
 
-BROKER_KIND = "rabbitmq"
-DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672/"
+# Dead letters: one direct exchange; per service a durable queue `dlq.<service>` bound
+# with the service's name. Service queues dead-letter into it too.
+DLQ_EXCHANGE = RabbitExchange("dlq", type=ExchangeType.DIRECT, durable=True)
 
 
 @dataclass
 class RabbitMQConfig:
     url: str
-    queue_prefix: str
+    # The service: it names the queues (`<service>.<stream>`) and its dead letters.
+    service: str
     # Each unacknowledged delivery is handled as its own task, so with more than one in
-    # flight one user's events can be applied out of order. 1 keeps them in order; raise
-    # it only for streams whose order does not matter.
-    prefetch_count: int = 1
+    # flight one user's events can be applied out of order. 1 keeps them in order.
+    prefetch_count: int = default("PREFETCH_COUNT")
+    max_retries: int = default("MAX_RETRIES")
+
+    @property
+    def dead_letters(self) -> str:
+        return dead_letter_stream(self.service)
 
 
-def config_from_settings(settings: Any) -> RabbitMQConfig:
-    return RabbitMQConfig(url=settings.BROKER_URL, queue_prefix=settings.SERVICE_NAME)
+def from_settings(settings: ServiceSettings) -> RabbitMQTransport:
+    return RabbitMQTransport(
+        RabbitMQConfig(
+            url=settings.broker_url,
+            service=settings.SERVICE_NAME,
+            prefetch_count=settings.PREFETCH_COUNT,
+            max_retries=settings.MAX_RETRIES,
+        )
+    )
 
 
 def stream_exchange(stream: str) -> RabbitExchange:
     return RabbitExchange(stream, type=ExchangeType.TOPIC, durable=True)
 
 
-# Dead letters: one direct exchange, and per service a durable queue `dlq.<service>`
-# bound with the service's name. Service queues dead-letter into it too.
-DLQ_EXCHANGE = RabbitExchange("dlq", type=ExchangeType.DIRECT, durable=True)
-
-
-def dead_letter_queue(service: str) -> RabbitQueue:
-    return RabbitQueue(f"dlq.{service}", durable=True, routing_key=service)
-
-
 async def _raw_body(message: StreamMessage[Any]) -> bytes:
     return message.body
 
 
-class BrokerTransport:
+class RabbitMQTransport:
     def __init__(self, config: RabbitMQConfig) -> None:
         self.config = config
         self.broker = RabbitBroker(
@@ -70,15 +76,24 @@ class BrokerTransport:
             logger=None,
             default_channel=Channel(prefetch_count=config.prefetch_count, publisher_confirms=True),
         )
+        self._streams: list[str] = []
 
-    def subscribe(self, stream: str, handler: RawHandler) -> None:
+    def subscribe(
+        self,
+        stream: str,
+        handler: RawHandler,
+        *,
+        types: Collection[str] | None = None,
+        description: str = "",
+    ) -> None:
+        self._streams.append(stream)
         queue = RabbitQueue(
-            f"{self.config.queue_prefix}.{stream}",
+            service_queue(self.config.service, stream),
             durable=True,
             routing_key="#",
             arguments={
                 "x-dead-letter-exchange": DLQ_EXCHANGE.name,
-                "x-dead-letter-routing-key": self.config.queue_prefix,
+                "x-dead-letter-routing-key": self.config.service,
             },
         )
         subscriber = self.broker.subscriber(
@@ -86,8 +101,8 @@ class BrokerTransport:
             stream_exchange(stream),
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw_body,
-            title=f"{self.config.queue_prefix}:{stream}",
-            description=describe(stream),
+            title=f"{self.config.service}:{stream}",
+            description=description,
         )
 
         async def on_message(body: bytes, message: RabbitMessage) -> None:
@@ -96,23 +111,26 @@ class BrokerTransport:
 
         subscriber(on_message)
 
-    def declare_publisher(self, stream: str) -> None:
+    def declare_publisher(self, stream: str, *, description: str = "") -> None:
+        self._streams.append(stream)
         self.broker.publisher(
             exchange=stream_exchange(stream),
             routing_key="#",
             title=f"{stream}:publish",
-            description=describe(stream),
+            description=description,
             schema=Envelope,
         )
 
     async def start(self) -> None:
         await self.broker.start()
-        # Declare every stream's exchange up front so publishing never races a consumer.
-        for stream in STREAMS:
+        # Declare the exchanges up front so publishing never races a consumer.
+        for stream in self._streams:
             await self.broker.declare_exchange(stream_exchange(stream))
         exchange = await self.broker.declare_exchange(DLQ_EXCHANGE)
-        queue = await self.broker.declare_queue(dead_letter_queue(self.config.queue_prefix))
-        await queue.bind(exchange, routing_key=self.config.queue_prefix)
+        queue = await self.broker.declare_queue(
+            RabbitQueue(self.config.dead_letters, durable=True, routing_key=self.config.service)
+        )
+        await queue.bind(exchange, routing_key=self.config.service)
 
     async def recover(self) -> None:
         """Nothing to do: the robust connection re-declares exchanges, queues and bindings."""
@@ -140,14 +158,16 @@ class BrokerTransport:
             headers={"aggregate-id": key, **(headers or {})},
         )
 
-    async def publish_dead_letter(self, service: str, body: bytes, headers: dict[str, str]) -> None:
+    async def publish_dead_letter(
+        self, body: bytes, headers: Mapping[str, str], *, key: str = ""
+    ) -> None:
         await self.broker.publish(
             body,
             exchange=DLQ_EXCHANGE,
-            routing_key=service,
+            routing_key=self.config.service,
             persist=True,
             mandatory=False,
-            headers=dict(headers),
+            headers={"aggregate-id": key, **headers},
         )
 
     async def ping(self) -> bool:

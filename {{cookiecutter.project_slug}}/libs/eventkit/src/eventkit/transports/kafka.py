@@ -8,7 +8,7 @@ after the handler returns, so a crash redelivers instead of losing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,37 +20,41 @@ from faststream.message import StreamMessage
 from faststream.specification import AsyncAPI
 
 from eventkit.envelope import Envelope
-from eventkit.events import STREAMS, describe
-from eventkit.transport import RawHandler
-
-BROKER_KIND = "kafka"
-DEFAULT_BROKER_URL = "localhost:9092"
+from eventkit.roster import dead_letter_stream
+from eventkit.settings import ServiceSettings, default
+from eventkit.transports import RawHandler
 
 
 @dataclass
 class KafkaConfig:
     brokers: list[str]
     group_id: str
+    # Where dead letters go; unset: dlq.<group_id>.
     dead_letter_topic: str | None = None
-    max_retries: int = 3
+    max_retries: int = default("MAX_RETRIES")
     # Low waits keep fan-out latency low; the broker does not cut the wait short.
     fetch_max_wait_ms: int = 20
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     # Partitions of each stream's topic: the most consumers of one group that can share it.
-    partitions: int = 3
+    partitions: int = default("STREAM_PARTITIONS")
     # How soon clients notice a topic that was re-created or got partitions.
     metadata_max_age_ms: int = 5000
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def dead_letters(self) -> str:
+        return self.dead_letter_topic or dead_letter_stream(self.group_id)
 
-def config_from_settings(settings: Any) -> KafkaConfig:
-    return KafkaConfig(
-        brokers=[b.strip() for b in settings.BROKER_URL.split(",") if b.strip()],
-        group_id=settings.SERVICE_NAME,
-        dead_letter_topic=f"dlq.{settings.SERVICE_NAME}",
-        max_retries=settings.MAX_RETRIES,
-        partitions=settings.STREAM_PARTITIONS,
+
+def from_settings(settings: ServiceSettings) -> KafkaTransport:
+    return KafkaTransport(
+        KafkaConfig(
+            brokers=[b.strip() for b in settings.broker_url.split(",") if b.strip()],
+            group_id=settings.SERVICE_NAME,
+            max_retries=settings.MAX_RETRIES,
+            partitions=settings.STREAM_PARTITIONS,
+        )
     )
 
 
@@ -58,7 +62,7 @@ async def _raw_body(message: StreamMessage[Any]) -> bytes:
     return message.body
 
 
-class BrokerTransport:
+class KafkaTransport:
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
         self.broker = KafkaBroker(
@@ -67,8 +71,18 @@ class BrokerTransport:
             metadata_max_age_ms=config.metadata_max_age_ms,
             **config.extra,
         )
+        self._topics: list[str] = [config.dead_letters]
 
-    def subscribe(self, stream: str, handler: RawHandler) -> None:
+    def subscribe(
+        self,
+        stream: str,
+        handler: RawHandler,
+        *,
+        types: Collection[str] | None = None,
+        description: str = "",
+    ) -> None:
+        # Kafka has no routing by type: the handler filters (eventkit's consumer does).
+        self._topics.append(stream)
         subscriber = self.broker.subscriber(
             stream,
             group_id=self.config.group_id,
@@ -79,7 +93,7 @@ class BrokerTransport:
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             title=f"{self.config.group_id}:{stream}",
-            description=describe(stream),
+            description=description,
         )
 
         async def on_message(body: bytes, message: KafkaMessage) -> None:
@@ -87,9 +101,10 @@ class BrokerTransport:
 
         subscriber(on_message)
 
-    def declare_publisher(self, stream: str) -> None:
+    def declare_publisher(self, stream: str, *, description: str = "") -> None:
+        self._topics.append(stream)
         self.broker.publisher(
-            stream, title=f"{stream}:publish", description=describe(stream), schema=Envelope
+            stream, title=f"{stream}:publish", description=description, schema=Envelope
         )
 
     async def start(self) -> None:
@@ -101,15 +116,12 @@ class BrokerTransport:
         await self.ensure_topics()
 
     async def ensure_topics(self) -> None:
-        """Create each stream's topic with our partition count (and this service's dlq topic)."""
-        topics = [*STREAMS]
-        if self.config.dead_letter_topic:
-            topics.append(self.config.dead_letter_topic)
+        """Create the topics this service uses with our partition count, if missing."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.config.brokers, request_timeout_ms=5000)
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            missing = [t for t in topics if t not in existing]
+            missing = sorted(set(self._topics) - existing)
             if missing:
                 new = [NewTopic(t, self.config.partitions, 1) for t in missing]
                 with contextlib.suppress(TopicAlreadyExistsError):  # another was quicker
@@ -132,7 +144,7 @@ class BrokerTransport:
         await self.broker.publish(
             body,
             topic=stream,
-            key=key.encode(),
+            key=key.encode() if key else None,
             headers={
                 "content-type": "application/json",
                 "event-type": event_type,
@@ -140,8 +152,15 @@ class BrokerTransport:
             },
         )
 
-    async def publish_dead_letter(self, service: str, body: bytes, headers: dict[str, str]) -> None:
-        await self.broker.publish(body, topic=f"dlq.{service}", headers=headers)
+    async def publish_dead_letter(
+        self, body: bytes, headers: Mapping[str, str], *, key: str = ""
+    ) -> None:
+        await self.broker.publish(
+            body,
+            topic=self.config.dead_letters,
+            key=key.encode() if key else None,
+            headers=dict(headers),
+        )
 
     async def ping(self) -> bool:
         return await self.broker.ping(timeout=2.0)

@@ -1,7 +1,10 @@
-"""Alembic migrations, one history per service, applied at start-up.
+"""Alembic migrations, applied at start-up.
 
-A service's `migrations/env.py` is two lines: import its models, then `run_env()`.
-`upgrade()` runs in a worker thread because Alembic drives its own event loop.
+eventkit owns its tables (outbox, inbox, dead letters) in a branch of its own,
+`eventkit/migrations/versions`; each service's history holds only its read models. A
+service database is at `heads` of both. A service's `migrations/env.py` is two lines:
+import its models, then `run_env()`. `upgrade()` runs in a worker thread because Alembic
+drives its own event loop.
 """
 
 from __future__ import annotations
@@ -17,16 +20,22 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from eventkit.db import Base
 
+EVENTKIT_VERSIONS = Path(__file__).parent / "versions"
+EVENTKIT_BRANCH = "eventkit"
+
 
 def config(database_url: str, script_location: Path) -> Config:
+    """A service's Alembic config: its env.py, its own versions and eventkit's."""
     cfg = Config()
     cfg.set_main_option("script_location", str(script_location))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("version_locations", f"{EVENTKIT_VERSIONS}:{script_location / 'versions'}")
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return cfg
 
 
 def upgrade(database_url: str, script_location: Path) -> None:
-    command.upgrade(config(database_url, script_location), "head")
+    command.upgrade(config(database_url, script_location), "heads")
 
 
 async def upgrade_async(database_url: str, script_location: Path) -> None:

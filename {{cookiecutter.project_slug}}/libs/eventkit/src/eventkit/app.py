@@ -1,0 +1,87 @@
+"""Builds one service's FastAPI app from its settings, the roster and its parts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from eventkit import admin, feed, middleware, tracing
+from eventkit.deps import Kit
+from eventkit.kit import ServiceKit
+from eventkit.logs import configure_logging
+from eventkit.roster import Roster
+from eventkit.settings import ServiceSettings
+from eventkit.subscriptions import Subscriptions
+from eventkit.transports import Transport
+
+
+def create_service(
+    settings: ServiceSettings,
+    roster: Roster,
+    *,
+    title: str,
+    routers: Sequence[APIRouter] = (),
+    subscriptions: Subscriptions | None = None,
+    transport: Transport | None = None,
+    replay_subscriptions: Subscriptions | None = None,
+    read_models: Sequence[type[Any]] = (),
+    migrations: Path | None = None,
+) -> FastAPI:
+    """The service's app. A consumer gets /dlq and /admin/rebuild; a publisher gets /events."""
+    configure_logging(settings.SERVICE_NAME, settings.LOG_LEVEL)
+    tracing.setup(settings.SERVICE_NAME, settings.TRACES_FILE)
+    kit = ServiceKit(
+        settings, roster, subscriptions, transport, replay_subscriptions, read_models, migrations
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await kit.start()
+        yield
+        await kit.stop()
+
+    app = FastAPI(title=title, lifespan=lifespan)
+    app.state.kit = kit
+    middleware.install(app)
+    app.include_router(_platform_routes(title))
+    if kit.consumer is not None:
+        app.include_router(admin.router)
+    if kit.spec.publishes:
+        app.include_router(feed.router)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def _platform_routes(title: str) -> APIRouter:
+    router = APIRouter(tags=["platform"])
+
+    @router.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/ready")
+    async def ready(kit: Kit) -> JSONResponse:
+        failed = await kit.readiness()
+        if failed:
+            return JSONResponse(
+                {"detail": f"not ready: {', '.join(failed)} not answering", "failed": failed},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ready"})
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/asyncapi")
+    async def asyncapi(kit: Kit) -> dict[str, Any]:
+        return kit.transport.asyncapi(title)
+
+    return router

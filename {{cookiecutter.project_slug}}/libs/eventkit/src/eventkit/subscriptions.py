@@ -1,0 +1,59 @@
+"""What a service subscribes to: `@subscriptions.on_message(stream, types=...)` handlers.
+
+A stream may have any number of handlers; each may name the event types it takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from eventkit.envelope import Envelope
+
+Handler = Callable[[Envelope, AsyncSession], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    stream: str
+    handler: Handler
+    types: frozenset[str] | None  # None: every type of the stream
+
+    def takes(self, event_type: str) -> bool:
+        return self.types is None or event_type in self.types
+
+
+class Subscriptions:
+    """The handlers of one service, registered with `on_message`."""
+
+    def __init__(self) -> None:
+        self.subscriptions: list[Subscription] = []
+
+    def on_message(
+        self, stream: str, *, types: Iterable[str] | None = None
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            taken = frozenset(types) if types is not None else None
+            self.subscriptions.append(Subscription(stream, handler, taken))
+            return handler
+
+        return register
+
+    @property
+    def streams(self) -> list[str]:
+        return list(dict.fromkeys(s.stream for s in self.subscriptions))
+
+    def handlers(self, stream: str, event_type: str) -> list[Handler]:
+        return [s.handler for s in self.subscriptions if s.stream == stream and s.takes(event_type)]
+
+    def types(self, stream: str) -> frozenset[str] | None:
+        """The event types the handlers of `stream` take; None when one takes them all."""
+        taken: set[str] = set()
+        for sub in self.subscriptions:
+            if sub.stream == stream:
+                if sub.types is None:
+                    return None
+                taken |= sub.types
+        return frozenset(taken)

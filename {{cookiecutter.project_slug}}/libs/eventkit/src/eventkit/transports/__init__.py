@@ -1,0 +1,74 @@
+"""What eventkit needs from a message broker, and the adapter picked by the BROKER setting.
+
+The adapters sit side by side: `kafka`, `rabbitmq` and `memory` (in this process only).
+A generated project ships one real broker's adapter; the other is deleted at generation.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any, Protocol
+
+from eventkit.settings import ServiceSettings
+
+RawHandler = Callable[[bytes, Mapping[str, str]], Awaitable[None]]
+
+
+class TransportConfig(Protocol):
+    max_retries: int
+
+    @property
+    def dead_letters(self) -> str:
+        """Where dead letters go: a Kafka topic or a RabbitMQ queue."""
+
+
+class Transport(Protocol):
+    config: TransportConfig
+
+    def subscribe(
+        self,
+        stream: str,
+        handler: RawHandler,
+        *,
+        types: Collection[str] | None = None,
+        description: str = "",
+    ) -> None:
+        """Deliver the messages of `stream` (of `types`, if given) to `handler`; before start()."""
+
+    def declare_publisher(self, stream: str, *, description: str = "") -> None:
+        """This service publishes `stream`: make sure it exists, and document it (/asyncapi)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def recover(self) -> None:
+        """Called once the broker answers again after an outage."""
+
+    async def publish(
+        self,
+        stream: str,
+        body: bytes,
+        *,
+        key: str,
+        event_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Publish and wait until the broker has taken the message."""
+
+    async def publish_dead_letter(
+        self, body: bytes, headers: Mapping[str, str], *, key: str = ""
+    ) -> None:
+        """Park a message in this service's dead letters (`config.dead_letters`)."""
+
+    async def ping(self) -> bool: ...
+
+    def asyncapi(self, title: str) -> dict[str, Any]: ...
+
+
+def create_transport(settings: ServiceSettings) -> Transport:
+    """The adapter that settings.BROKER names, configured from the settings."""
+    adapter = importlib.import_module(f"eventkit.transports.{settings.broker}")
+    transport: Transport = adapter.from_settings(settings)
+    return transport

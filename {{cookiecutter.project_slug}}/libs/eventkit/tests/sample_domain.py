@@ -1,0 +1,51 @@
+"""A small system of eventkit's own for its tests: one stream of `things` events.
+
+eventkit knows no domain, so its tests bring one: `source` publishes `things`, and the
+consumers a test names subscribe to it.
+"""
+
+from __future__ import annotations
+
+from eventkit import EventData, EventRegistry, EventType, Roster, ServiceSpec, new_event
+from eventkit.envelope import Envelope
+
+THINGS = "things"
+
+
+class Happened(EventData):
+    thing_id: str
+    note: str = ""
+
+
+class Vanished(EventData):
+    thing_id: str
+
+
+def things_registry() -> EventRegistry:
+    return EventRegistry(
+        [EventType("Happened", THINGS, 1, Happened), EventType("Vanished", THINGS, 1, Vanished)]
+    )
+
+
+def things_roster(*consumers: str, events: EventRegistry | None = None) -> Roster:
+    """`source` publishes `things`; each of `consumers` subscribes to it."""
+    return Roster(
+        (
+            ServiceSpec("source", 9001, publishes=(THINGS,)),
+            *(
+                ServiceSpec(name, 9002 + n, subscribes=(THINGS,))
+                for n, name in enumerate(consumers)
+            ),
+        ),
+        events or things_registry(),
+    )
+
+
+def happened(thing_id: str = "t1", note: str = "") -> Envelope:
+    return new_event(
+        "Happened", {"thing_id": thing_id, "note": note}, source="source", aggregate_id=thing_id
+    )
+
+
+def vanished(thing_id: str = "t1") -> Envelope:
+    return new_event("Vanished", {"thing_id": thing_id}, source="source", aggregate_id=thing_id)
