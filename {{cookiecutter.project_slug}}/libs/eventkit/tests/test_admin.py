@@ -9,7 +9,14 @@ from sqlalchemy import String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from eventkit import Envelope, ServiceSettings, Subscriptions, create_service, new_event
+from eventkit import (
+    Envelope,
+    InvalidEvent,
+    ServiceSettings,
+    Subscriptions,
+    create_service,
+    new_event,
+)
 from eventkit import rebuild as rebuild_module
 from eventkit.db import Base
 from eventkit.dead_letters import DeadLetter
@@ -61,7 +68,9 @@ def build(settings: Settings, transport: MemoryTransport, switch: Switch) -> Any
 @pytest.fixture
 def transport() -> MemoryTransport:
     """The transport's config governs retries: 2 retries, so 3 attempts in all."""
-    return MemoryTransport(MemoryConfig("probe", max_retries=2))
+    return MemoryTransport(
+        MemoryConfig(service="probe", max_retries=2, retry_backoff_seconds=0.001)
+    )
 
 
 @pytest.fixture
@@ -174,3 +183,20 @@ async def test_admin_calls_need_the_token_when_one_is_set(
         right = await client.get("/dlq", headers={"Authorization": "Bearer s3cret"})
         assert right.status_code == 200
         assert (await client.get("/health")).status_code == 200
+
+
+async def test_the_transports_config_governs_retries(probe: httpx.AsyncClient) -> None:
+    retry = probe._transport.app.state.kit.consumer.retry  # type: ignore[attr-defined]
+    assert (retry.max_retries, retry.base_seconds) == (2, 0.001)
+
+
+async def test_publish_message_takes_a_dict_or_an_envelope(probe: httpx.AsyncClient) -> None:
+    kit = probe._transport.app.state.kit  # type: ignore[attr-defined]
+    sent = await kit.publish_message(
+        THINGS, {"type": "Happened", "data": {"thing_id": "d1"}, "aggregate_id": "d1"}
+    )
+    assert (sent.source, sent.aggregate_id, sent.version) == ("probe", "d1", 1)
+    await kit.publish_message(THINGS, vanished("d1"))
+    assert await seen(probe) == {"d1": "Vanished"}
+    with pytest.raises(InvalidEvent, match="unknown event type 'Nope'"):
+        await kit.publish_message(THINGS, {"type": "Nope", "data": {}})

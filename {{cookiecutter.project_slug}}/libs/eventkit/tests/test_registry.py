@@ -1,6 +1,7 @@
 """Envelopes, and the registry that tells a valid event from one no handler can apply."""
 
 import json
+import uuid
 
 import pytest
 
@@ -39,7 +40,11 @@ def test_parse_accepts_a_valid_event() -> None:
     [
         (b"{not json", "not valid JSON"),
         (b'{"hello": "world"}', "not an envelope"),
-        (json.dumps({"type": "Nope", "source": "x"}).encode(), "unknown event type 'Nope'"),
+        (
+            json.dumps({"id": str(uuid.uuid4()), "type": "Nope", "source": "x"}).encode(),
+            "unknown event type 'Nope'",
+        ),
+        (json.dumps({"type": "Vanished", "source": "x"}).encode(), "not an envelope: id: "),
         (new_event("Happened", {}, source="x").to_bytes(), "invalid Happened data: thing_id"),
         (
             new_event("Vanished", {"thing_id": "u"}, source="x", version=7).to_bytes(),

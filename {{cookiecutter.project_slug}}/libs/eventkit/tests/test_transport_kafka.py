@@ -7,10 +7,12 @@ import asyncio
 import uuid
 from collections.abc import Mapping
 
+from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaMessage
 
+from eventkit.settings import ServiceSettings
 from eventkit.testing import async_wait_until
-from eventkit.transports.kafka import KafkaConfig, KafkaTransport
+from eventkit.transports.kafka import KafkaConfig, KafkaTransport, config_from_settings
 
 
 def transport(url: str, group: str) -> KafkaTransport:
@@ -64,3 +66,68 @@ async def test_dead_letters_land_on_the_configured_topic_with_their_key(kafka_ur
 def test_a_dead_letter_topic_of_ones_own_is_honoured() -> None:
     config = KafkaConfig(brokers=["x:9092"], group_id="g", dead_letter_topic="parked.g")
     assert config.dead_letters == "parked.g"
+
+
+SETTINGS = {
+    "SERVICE_NAME": "svc",
+    "PORT": 0,
+    "BROKER_URL": "a:9092, b:9092",
+    "GROUP_ID": "team-group",
+    "AUTO_OFFSET_RESET": "latest",
+    "KAFKA_ACKS": "1",
+    "KAFKA_IDEMPOTENCE": True,
+    "STREAM_PARTITIONS": 6,
+    "STREAM_REPLICATION": 3,
+    "DEAD_LETTER_TOPIC": "parked",
+    "MAX_RETRIES": 7,
+    "RETRY_BACKOFF_SECONDS": 0.5,
+    "RETRY_BACKOFF_MAX_SECONDS": 9.0,
+}
+
+
+def test_every_setting_reaches_its_config_field() -> None:
+    config = config_from_settings(ServiceSettings(**SETTINGS))
+    assert config == KafkaConfig(
+        brokers=["a:9092", "b:9092"],
+        group_id="team-group",
+        auto_offset_reset="latest",
+        acks="1",
+        enable_idempotence=True,
+        partitions=6,
+        replication=3,
+        dead_letter_topic="parked",
+        max_retries=7,
+        retry_backoff_seconds=0.5,
+        retry_backoff_max_seconds=9.0,
+    )
+    assert config.dead_letters == "parked"
+    defaults = config_from_settings(ServiceSettings(SERVICE_NAME="svc", PORT=0))
+    assert (defaults.group_id, defaults.acks, defaults.dead_letters) == ("svc", "all", "dlq.svc")
+
+
+async def test_the_config_drives_the_consumer_the_producer_and_the_topics(kafka_url: str) -> None:
+    name = f"cfg{uuid.uuid4().hex[:6]}"
+    config = KafkaConfig(
+        brokers=[kafka_url], group_id=f"group-{name}", auto_offset_reset="latest", partitions=2
+    )
+    kafka = KafkaTransport(config)
+
+    async def handler(body: bytes, headers: Mapping[str, str]) -> None:
+        return None
+
+    kafka.subscribe(name, handler)
+    [subscriber] = kafka.broker.subscribers
+    assert subscriber.group_id == f"group-{name}"  # type: ignore[attr-defined]
+    await kafka.start()
+    try:
+        producer = kafka.broker.config.broker_config.producer._producer.producer  # type: ignore[attr-defined]
+        assert producer._sender._acks == -1  # "all"
+        admin = AIOKafkaAdminClient(bootstrap_servers=[kafka_url])
+        await admin.start()
+        try:
+            [topic] = await admin.describe_topics([name])
+        finally:
+            await admin.close()
+        assert len(topic["partitions"]) == 2
+    finally:
+        await kafka.stop()

@@ -1,6 +1,7 @@
-"""In-process event bus: `subscribe(type, handler)` and `await publish(type, data)`.
+"""In-process event bus: `subscribe(topic, handler)` and `await publish(topic, data)`.
 
-Inside one service it lets parts react to each other's events without a broker.
+Parts of one process react to each other's events through it without a broker; the
+`memory` transport (transports/memory.py) is built on it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-DataHandler = Callable[[dict[str, Any]], Awaitable[None]]
+DataHandler = Callable[[Any], Awaitable[None]]
 
 
 class EventBus:
@@ -18,9 +19,9 @@ class EventBus:
     def __init__(self) -> None:
         self._handlers: dict[str, list[DataHandler]] = defaultdict(list)
 
-    def subscribe(self, event_type: str, handler: DataHandler) -> None:
-        self._handlers[event_type].append(handler)
+    def subscribe(self, topic: str, handler: DataHandler) -> None:
+        self._handlers[topic].append(handler)
 
-    async def publish(self, event_type: str, data: dict[str, Any]) -> None:
-        for handler in list(self._handlers[event_type]):
+    async def publish(self, topic: str, data: Any) -> None:
+        for handler in list(self._handlers[topic]):
             await handler(data)

@@ -20,7 +20,8 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    # Required: a consumer deduplicates by it, so it never invents one for a message it got.
+    id: uuid.UUID
     type: str = Field(min_length=1)
     version: int = Field(default=1, ge=1)
     timestamp: datetime = Field(default_factory=_now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit.consumer import Consumer, RetryPolicy
 from eventkit.db import Database
+from eventkit.envelope import Envelope
 from eventkit.migrations import upgrade_async
 from eventkit.outbox import OutboxRelay
 from eventkit.roster import Roster, ServiceSpec
@@ -46,10 +48,9 @@ class ServiceKit:
         self.db = Database(settings.database_url)
         self.transport: Transport = transport or create_transport(settings)
         self.relay = OutboxRelay(self.db, self.transport, settings.OUTBOX_POLL_SECONDS)
+        delivery = self.transport.config  # its retry fields govern: KafkaConfig(max_retries=...)
         retry = RetryPolicy(
-            self.transport.config.max_retries,
-            settings.RETRY_BACKOFF_SECONDS,
-            settings.RETRY_BACKOFF_MAX_SECONDS,
+            delivery.max_retries, delivery.retry_backoff_seconds, delivery.retry_backoff_max_seconds
         )
 
         def consumer(subs: Subscriptions | None) -> Consumer | None:
@@ -73,6 +74,25 @@ class ServiceKit:
         async with self.db.transaction() as session:
             yield session
         self.relay.wake()
+
+    async def publish_message(self, stream: str, payload: Envelope | Mapping[str, Any]) -> Envelope:
+        """Publish straight to the broker, past the outbox: for tools and one-off messages.
+
+        A state change goes through the outbox instead (`add_to_outbox` in the transaction
+        that makes it), so it is never lost. `payload` is an Envelope, or a dict with `type`
+        and `data` (and any other envelope field) that is wrapped in one with this service
+        as its source. The event must be one the roster's registry knows.
+        """
+        if isinstance(payload, Envelope):
+            event = payload
+        else:
+            fields = {"source": self.settings.SERVICE_NAME, **payload}
+            event = Envelope.model_validate({"id": uuid.uuid4(), **fields})
+        self.roster.events.validate(event)
+        await self.transport.publish(
+            stream, event.to_bytes(), key=event.aggregate_id or "", event_type=event.type
+        )
+        return event
 
     def feed_urls(self, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
         """Where the feed of each stream this service subscribes to is served."""

@@ -46,17 +46,29 @@ class ServiceSettings(BaseSettings):
     # Empty means a SQLite file of the service's own under var/.
     DATABASE_URL: str = ""
 
+    # A failing handler is retried this often, with full-jitter exponential backoff between
+    # these bounds, before its event goes to the dead letters.
     MAX_RETRIES: int = 3
     RETRY_BACKOFF_SECONDS: float = 0.2
     RETRY_BACKOFF_MAX_SECONDS: float = 5.0
+    # Where dead letters go (a Kafka topic, or a RabbitMQ queue); unset: dlq.<service>.
+    DEAD_LETTER_TOPIC: str | None = None
     OUTBOX_POLL_SECONDS: float = 1.0
     # After a broker outage, events sent this long before it began are sent again: a broker
     # may lose what it had not stored yet, and consumers drop the duplicates.
     OUTBOX_RESEND_SECONDS: float = 60.0
     # Spans also go to this JSON-lines file (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set).
     TRACES_FILE: str | None = None
-    # Partitions per stream, where the broker has partitions.
+    # Kafka: partitions and replicas of each stream's topic when this service creates it.
     STREAM_PARTITIONS: int = 3
+    STREAM_REPLICATION: int = 1
+    # Kafka: the consumer group (unset: the service's name), and where a new group starts.
+    GROUP_ID: str | None = None
+    AUTO_OFFSET_RESET: Literal["earliest", "latest"] = "earliest"
+    # Kafka producer: which replicas must have an event before a publish counts, and
+    # idempotent retries (needs a real Kafka; the embedded broker refuses it).
+    KAFKA_ACKS: Literal["0", "1", "all"] = "all"
+    KAFKA_IDEMPOTENCE: bool = False
     # RabbitMQ: unacknowledged deliveries per consumer. Above 1, one aggregate's events
     # may be applied out of order, so keep 1 until projections check the sequence.
     PREFETCH_COUNT: int = 1

@@ -8,15 +8,39 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from eventkit.settings import ServiceSettings
+from eventkit.settings import ServiceSettings, default
 
 RawHandler = Callable[[bytes, Mapping[str, str]], Awaitable[None]]
 
 
+@dataclass(kw_only=True)
+class DeliveryConfig:
+    """What every transport's config says about failed deliveries."""
+
+    # Where dead letters go: a Kafka topic or a RabbitMQ queue; unset: dlq.<service>.
+    dead_letter_topic: str | None = None
+    max_retries: int = default("MAX_RETRIES")
+    retry_backoff_seconds: float = default("RETRY_BACKOFF_SECONDS")
+    retry_backoff_max_seconds: float = default("RETRY_BACKOFF_MAX_SECONDS")
+
+
+def delivery_from_settings(settings: ServiceSettings) -> dict[str, Any]:
+    """The DeliveryConfig fields, as the settings give them."""
+    return {
+        "dead_letter_topic": settings.DEAD_LETTER_TOPIC,
+        "max_retries": settings.MAX_RETRIES,
+        "retry_backoff_seconds": settings.RETRY_BACKOFF_SECONDS,
+        "retry_backoff_max_seconds": settings.RETRY_BACKOFF_MAX_SECONDS,
+    }
+
+
 class TransportConfig(Protocol):
     max_retries: int
+    retry_backoff_seconds: float
+    retry_backoff_max_seconds: float
 
     @property
     def dead_letters(self) -> str:

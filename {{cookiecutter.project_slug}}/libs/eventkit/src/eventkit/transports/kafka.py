@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -22,22 +22,25 @@ from faststream.specification import AsyncAPI
 from eventkit.envelope import Envelope
 from eventkit.roster import dead_letter_stream
 from eventkit.settings import ServiceSettings, default
-from eventkit.transports import RawHandler
+from eventkit.transports import DeliveryConfig, RawHandler, delivery_from_settings
 
 
 @dataclass
-class KafkaConfig:
+class KafkaConfig(DeliveryConfig):
+    """`KafkaConfig(brokers=[...], group_id=..., dead_letter_topic=..., max_retries=3)`."""
+
     brokers: list[str]
     group_id: str
-    # Where dead letters go; unset: dlq.<group_id>.
-    dead_letter_topic: str | None = None
-    max_retries: int = default("MAX_RETRIES")
+    auto_offset_reset: Literal["earliest", "latest"] = default("AUTO_OFFSET_RESET")
+    acks: Literal["0", "1", "all"] = default("KAFKA_ACKS")
+    enable_idempotence: bool = default("KAFKA_IDEMPOTENCE")
     # Low waits keep fan-out latency low; the broker does not cut the wait short.
     fetch_max_wait_ms: int = 20
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     # Partitions of each stream's topic: the most consumers of one group that can share it.
     partitions: int = default("STREAM_PARTITIONS")
+    replication: int = default("STREAM_REPLICATION")
     # How soon clients notice a topic that was re-created or got partitions.
     metadata_max_age_ms: int = 5000
     extra: dict[str, Any] = field(default_factory=dict)
@@ -47,15 +50,21 @@ class KafkaConfig:
         return self.dead_letter_topic or dead_letter_stream(self.group_id)
 
 
-def from_settings(settings: ServiceSettings) -> KafkaTransport:
-    return KafkaTransport(
-        KafkaConfig(
-            brokers=[b.strip() for b in settings.broker_url.split(",") if b.strip()],
-            group_id=settings.SERVICE_NAME,
-            max_retries=settings.MAX_RETRIES,
-            partitions=settings.STREAM_PARTITIONS,
-        )
+def config_from_settings(settings: ServiceSettings) -> KafkaConfig:
+    return KafkaConfig(
+        brokers=[b.strip() for b in settings.broker_url.split(",") if b.strip()],
+        group_id=settings.GROUP_ID or settings.SERVICE_NAME,
+        auto_offset_reset=settings.AUTO_OFFSET_RESET,
+        acks=settings.KAFKA_ACKS,
+        enable_idempotence=settings.KAFKA_IDEMPOTENCE,
+        partitions=settings.STREAM_PARTITIONS,
+        replication=settings.STREAM_REPLICATION,
+        **delivery_from_settings(settings),
     )
+
+
+def from_settings(settings: ServiceSettings) -> KafkaTransport:
+    return KafkaTransport(config_from_settings(settings))
 
 
 async def _raw_body(message: StreamMessage[Any]) -> bytes:
@@ -69,6 +78,8 @@ class KafkaTransport:
             config.brokers,
             logger=None,
             metadata_max_age_ms=config.metadata_max_age_ms,
+            acks=int(config.acks) if config.acks != "all" else "all",
+            enable_idempotence=config.enable_idempotence,
             **config.extra,
         )
         self._topics: list[str] = [config.dead_letters]
@@ -86,7 +97,7 @@ class KafkaTransport:
         subscriber = self.broker.subscriber(
             stream,
             group_id=self.config.group_id,
-            auto_offset_reset="earliest",
+            auto_offset_reset=self.config.auto_offset_reset,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw_body,
             fetch_max_wait_ms=self.config.fetch_max_wait_ms,
@@ -123,7 +134,9 @@ class KafkaTransport:
             existing = set(await admin.list_topics())
             missing = sorted(set(self._topics) - existing)
             if missing:
-                new = [NewTopic(t, self.config.partitions, 1) for t in missing]
+                new = [
+                    NewTopic(t, self.config.partitions, self.config.replication) for t in missing
+                ]
                 with contextlib.suppress(TopicAlreadyExistsError):  # another was quicker
                     await admin.create_topics(new)
         finally:

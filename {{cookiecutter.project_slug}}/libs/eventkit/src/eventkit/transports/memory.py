@@ -5,36 +5,35 @@ For unit tests and a service run alone (BROKER=memory); nothing leaves the proce
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from eventkit.bus import EventBus
 from eventkit.roster import dead_letter_stream
-from eventkit.settings import ServiceSettings, default
-from eventkit.transports import RawHandler
+from eventkit.settings import ServiceSettings
+from eventkit.transports import DeliveryConfig, RawHandler, delivery_from_settings
 
 
 @dataclass
-class MemoryConfig:
+class MemoryConfig(DeliveryConfig):
     service: str = "memory"
-    max_retries: int = default("MAX_RETRIES")
 
     @property
     def dead_letters(self) -> str:
-        return dead_letter_stream(self.service)
+        return self.dead_letter_topic or dead_letter_stream(self.service)
 
 
 def from_settings(settings: ServiceSettings) -> MemoryTransport:
-    return MemoryTransport(MemoryConfig(settings.SERVICE_NAME, settings.MAX_RETRIES))
+    return MemoryTransport(
+        MemoryConfig(service=settings.SERVICE_NAME, **delivery_from_settings(settings))
+    )
 
 
 class MemoryTransport:
     def __init__(self, config: MemoryConfig | None = None) -> None:
         self.config = config or MemoryConfig()
-        self._subscribers: dict[str, list[tuple[RawHandler, Collection[str] | None]]] = defaultdict(
-            list
-        )
+        self.bus = EventBus()
         self.published: list[tuple[str, bytes]] = []
         self.dead_letters: list[tuple[str, bytes, dict[str, str]]] = []
         self.up = True
@@ -47,7 +46,12 @@ class MemoryTransport:
         types: Collection[str] | None = None,
         description: str = "",
     ) -> None:
-        self._subscribers[stream].append((handler, types))
+        async def deliver(message: tuple[bytes, str, dict[str, str]]) -> None:
+            body, event_type, headers = message
+            if types is None or event_type in types:
+                await handler(body, headers)
+
+        self.bus.subscribe(stream, deliver)
 
     def declare_publisher(self, stream: str, *, description: str = "") -> None:
         return None
@@ -73,9 +77,7 @@ class MemoryTransport:
         if not self.up:
             raise ConnectionError("in-process transport is stopped")
         self.published.append((stream, body))
-        for handler, types in list(self._subscribers[stream]):
-            if types is None or event_type in types:
-                await handler(body, dict(headers or {}))
+        await self.bus.publish(stream, (body, event_type, dict(headers or {})))
 
     async def publish_dead_letter(
         self, body: bytes, headers: Mapping[str, str], *, key: str = ""

@@ -27,7 +27,7 @@ from faststream.specification import AsyncAPI
 from eventkit.envelope import Envelope
 from eventkit.roster import dead_letter_stream, service_queue
 from eventkit.settings import ServiceSettings, default
-from eventkit.transports import RawHandler
+from eventkit.transports import DeliveryConfig, RawHandler, delivery_from_settings
 
 # Dead letters: one direct exchange; per service a durable queue `dlq.<service>` bound
 # with the service's name. Service queues dead-letter into it too.
@@ -35,29 +35,32 @@ DLQ_EXCHANGE = RabbitExchange("dlq", type=ExchangeType.DIRECT, durable=True)
 
 
 @dataclass
-class RabbitMQConfig:
+class RabbitMQConfig(DeliveryConfig):
+    """`RabbitMQConfig(url=..., service=..., prefetch_count=20)`."""
+
     url: str
     # The service: it names the queues (`<service>.<stream>`) and its dead letters.
     service: str
     # Each unacknowledged delivery is handled as its own task, so with more than one in
-    # flight one user's events can be applied out of order. 1 keeps them in order.
+    # flight one aggregate's events can be applied out of order. 1 keeps them in order.
     prefetch_count: int = default("PREFETCH_COUNT")
-    max_retries: int = default("MAX_RETRIES")
 
     @property
     def dead_letters(self) -> str:
-        return dead_letter_stream(self.service)
+        return self.dead_letter_topic or dead_letter_stream(self.service)
+
+
+def config_from_settings(settings: ServiceSettings) -> RabbitMQConfig:
+    return RabbitMQConfig(
+        url=settings.broker_url,
+        service=settings.SERVICE_NAME,
+        prefetch_count=settings.PREFETCH_COUNT,
+        **delivery_from_settings(settings),
+    )
 
 
 def from_settings(settings: ServiceSettings) -> RabbitMQTransport:
-    return RabbitMQTransport(
-        RabbitMQConfig(
-            url=settings.broker_url,
-            service=settings.SERVICE_NAME,
-            prefetch_count=settings.PREFETCH_COUNT,
-            max_retries=settings.MAX_RETRIES,
-        )
-    )
+    return RabbitMQTransport(config_from_settings(settings))
 
 
 def stream_exchange(stream: str) -> RabbitExchange:
@@ -77,6 +80,8 @@ class RabbitMQTransport:
             default_channel=Channel(prefetch_count=config.prefetch_count, publisher_confirms=True),
         )
         self._streams: list[str] = []
+        # (queue, stream, routing key): the keys a queue takes beyond its first
+        self._bindings: list[tuple[RabbitQueue, str, str]] = []
 
     def subscribe(
         self,
@@ -87,15 +92,18 @@ class RabbitMQTransport:
         description: str = "",
     ) -> None:
         self._streams.append(stream)
+        # Bound with each event type the handlers take (routing key = type), else with `#`.
+        keys = sorted(types) if types else ["#"]
         queue = RabbitQueue(
             service_queue(self.config.service, stream),
             durable=True,
-            routing_key="#",
+            routing_key=keys[0],
             arguments={
                 "x-dead-letter-exchange": DLQ_EXCHANGE.name,
                 "x-dead-letter-routing-key": self.config.service,
             },
         )
+        self._bindings += [(queue, stream, key) for key in keys[1:]]
         subscriber = self.broker.subscriber(
             queue,
             stream_exchange(stream),
@@ -126,6 +134,9 @@ class RabbitMQTransport:
         # Declare the exchanges up front so publishing never races a consumer.
         for stream in self._streams:
             await self.broker.declare_exchange(stream_exchange(stream))
+        for queue, stream, key in self._bindings:
+            declared = await self.broker.declare_queue(queue)
+            await declared.bind(stream, routing_key=key)
         exchange = await self.broker.declare_exchange(DLQ_EXCHANGE)
         queue = await self.broker.declare_queue(
             RabbitQueue(self.config.dead_letters, durable=True, routing_key=self.config.service)
