@@ -48,3 +48,14 @@ async def test_a_duplicate_user_created_changes_nothing(
     await deliver(transport, event)
     await deliver(transport, event)
     assert (await client.get("/accounts/u1")).status_code == 200
+
+
+async def test_a_version_1_user_created_is_upcast_and_applied(
+    client: httpx.AsyncClient, transport: MemoryTransport
+) -> None:
+    v1 = new_event(
+        "UserCreated", {"user_id": "old", "name": "Ada", "email": "a@x.io"}, source="user"
+    )
+    assert v1.version == 1 and "locale" not in v1.data
+    await deliver(transport, v1)
+    assert (await client.get("/accounts/old")).json()["email"] == "a@x.io"

@@ -27,14 +27,15 @@ async def test_create_then_get_a_user(client: httpx.AsyncClient) -> None:
 async def test_creating_a_user_publishes_user_created(
     client: httpx.AsyncClient, transport: MemoryTransport
 ) -> None:
-    user = (await client.post("/users", json={"name": "Bo", "email": "bo@example.com"})).json()
+    body = {"name": "Bo", "email": "bo@example.com", "locale": "pt-BR"}
+    user = (await client.post("/users", json=body)).json()
 
     async def published() -> list[Envelope]:
         return [Envelope.from_bytes(body) for _, body in transport.published]
 
     events = await async_wait_until(published, what="the outbox relay to publish")
-    assert [(e.type, e.data) for e in events] == [
-        ("UserCreated", {"user_id": user["id"], "name": "Bo", "email": "bo@example.com"})
+    assert [(e.type, e.version, e.data) for e in events] == [
+        ("UserCreated", 2, {"user_id": user["id"], **body})
     ]
     assert transport.published[0][0] == "user.events"
     assert events[0].source == "user"

@@ -2,9 +2,12 @@
 
 Changing a schema in a way old events do not fit means a new version and an upcaster
 (`EVENTS.upcaster(type, from_version)`), so events already stored still apply.
+`make schema-check` (part of `make test`) holds each schema to its committed snapshot,
+event-schemas.json beside this package; `make catalog` refreshes it.
 """
 
 from decimal import Decimal
+from typing import Any
 
 from pydantic import Field
 
@@ -15,9 +18,12 @@ BILLING_EVENTS = "billing.events"
 
 
 class UserCreated(EventData):
+    """v2 added `locale`; v1 events are lifted by `user_created_v1_to_v2` below."""
+
     user_id: str
     name: str
     email: str
+    locale: str = "en"
 
 
 class NameChanged(EventData):
@@ -42,10 +48,16 @@ class InvoiceIssued(EventData):
 
 EVENTS = EventRegistry(
     [
-        EventType("UserCreated", USER_EVENTS, 1, UserCreated),
+        EventType("UserCreated", USER_EVENTS, 2, UserCreated),
         EventType("NameChanged", USER_EVENTS, 1, NameChanged),
         EventType("EmailChanged", USER_EVENTS, 1, EmailChanged),
         EventType("UserDeactivated", USER_EVENTS, 1, UserDeactivated),
         EventType("InvoiceIssued", BILLING_EVENTS, 1, InvoiceIssued),
     ]
 )
+
+
+@EVENTS.upcaster("UserCreated", 1)
+def user_created_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Users signed up before v2 were all English-speaking."""
+    return {**data, "locale": "en"}

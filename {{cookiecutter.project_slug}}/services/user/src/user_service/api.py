@@ -23,6 +23,7 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 class NewUser(BaseModel):
     name: Name
     email: EmailStr
+    locale: str = Field(default="en", pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$", examples=["en", "pt-BR"])
 
 
 class UserChange(BaseModel):
@@ -58,7 +59,7 @@ IfMatch = Annotated[
 
 @router.post("/users", status_code=201, response_model=UserOut)
 async def create_user(body: NewUser, kit: Kit) -> UserOut:
-    user = User.create(str(uuid.uuid4()), body.name, str(body.email))
+    user = User.create(str(uuid.uuid4()), body.name, str(body.email), body.locale)
     try:
         async with kit.transaction() as session:
             await _claim_email(session, user.email, user.id)

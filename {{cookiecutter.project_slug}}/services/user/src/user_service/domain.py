@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from contracts import EVENTS
 from eventkit import Envelope, new_event
 
 SOURCE = "user"
@@ -25,6 +26,7 @@ class User:
     name: str = ""
     email: str = ""
     status: str = "active"
+    locale: str = "en"
     version: int = 0
     pending: list[Envelope] = field(default_factory=list, repr=False)
 
@@ -33,6 +35,7 @@ class User:
         match event.type:
             case "UserCreated":
                 self.name, self.email, self.status = data["name"], data["email"], "active"
+                self.locale = data.get("locale", "en")  # v1 events carry none
             case "NameChanged":
                 self.name = data["new_name"]
             case "EmailChanged":
@@ -49,9 +52,9 @@ class User:
         return user
 
     @classmethod
-    def create(cls, user_id: str, name: str, email: str) -> User:
+    def create(cls, user_id: str, name: str, email: str, locale: str = "en") -> User:
         user = cls(id=user_id)
-        user._record("UserCreated", {"name": name, "email": email})
+        user._record("UserCreated", {"name": name, "email": email, "locale": locale})
         return user
 
     def change(self, name: str | None = None, email: str | None = None) -> None:
@@ -74,6 +77,7 @@ class User:
             event_type,
             {"user_id": self.id, **data},
             source=SOURCE,
+            version=EVENTS[event_type].version,
             aggregate_id=self.id,
             sequence=self.version + 1,
         )

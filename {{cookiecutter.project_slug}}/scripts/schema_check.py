@@ -1,0 +1,47 @@
+"""Hold each event type's JSON Schema to its committed snapshot.
+
+    python scripts/schema_check.py           exit 1 with a line per incompatible change
+    python scripts/schema_check.py --write   refresh the snapshot (make catalog does this)
+
+An incompatible change (a field removed or retyped, an optional field made required, a
+new required field) needs a new version of the event and an upcaster from the old one,
+in libs/contracts/src/contracts/events.py. `make test` runs this check.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from contracts import EVENTS
+from eventkit.schemas import Snapshot, problems, refreshed
+
+SNAPSHOT = Path(__file__).resolve().parent.parent / "libs" / "contracts" / "event-schemas.json"
+
+
+def load() -> Snapshot:
+    return json.loads(SNAPSHOT.read_text()) if SNAPSHOT.exists() else {}
+
+
+def write() -> None:
+    SNAPSHOT.write_text(json.dumps(refreshed(EVENTS, load()), indent=2) + "\n")
+
+
+def check() -> list[str]:
+    return problems(EVENTS, load())
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--write"]:
+        write()
+        print("wrote libs/contracts/event-schemas.json")
+        return 0
+    found = check()
+    for line in found:
+        print(f"schema-check: {line}", file=sys.stderr)
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
