@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Literal, Self
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER = "changethis"
@@ -33,48 +33,84 @@ def shipped_broker() -> BrokerKind:
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
 
-    SERVICE_NAME: str
-    PORT: int
-    HOST: str = "127.0.0.1"
-    ENVIRONMENT: Literal["development", "staging", "production"] = "development"
-    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    SERVICE_NAME: str = Field(description="The service's name in the roster.")
+    PORT: int = Field(description="Where it listens; the roster's port unless set.")
+    HOST: str = Field("127.0.0.1", description="The address it listens on (0.0.0.0 in containers).")
+    ENVIRONMENT: Literal["development", "staging", "production"] = Field(
+        "development",
+        description="Outside development, placeholder secrets and a missing ADMIN_TOKEN "
+        "stop the service at start.",
+    )
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="The lowest level written to the JSON log."
+    )
 
-    # Unset: the broker this project was generated for. `memory` runs one process alone.
-    BROKER: BrokerKind | None = None
-    # Unset: that broker on this machine (localhost:9092, or guest@localhost:5672).
-    BROKER_URL: str = ""
-    # Empty means a SQLite file of the service's own under var/.
-    DATABASE_URL: str = ""
+    BROKER: BrokerKind | None = Field(
+        None,
+        description="kafka, rabbitmq or memory (one process alone); unset: the broker the "
+        "project was generated for.",
+    )
+    BROKER_URL: str = Field(
+        "", description="Unset: that broker on this machine (localhost:9092, or guest@localhost)."
+    )
+    DATABASE_URL: str = Field(
+        "",
+        description="Unset: a SQLite file under var/; postgresql+asyncpg://... for PostgreSQL.",
+    )
 
-    # A failing handler is retried this often, with full-jitter exponential backoff between
-    # these bounds, before its event goes to the dead letters.
-    MAX_RETRIES: int = 3
-    RETRY_BACKOFF_SECONDS: float = 0.2
-    RETRY_BACKOFF_MAX_SECONDS: float = 5.0
-    # Where dead letters go (a Kafka topic, or a RabbitMQ queue); unset: dlq.<service>.
-    DEAD_LETTER_TOPIC: str | None = None
-    OUTBOX_POLL_SECONDS: float = 1.0
-    # After a broker outage, events sent this long before it began are sent again: a broker
-    # may lose what it had not stored yet, and consumers drop the duplicates.
-    OUTBOX_RESEND_SECONDS: float = 60.0
-    # Spans also go to this JSON-lines file (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set).
-    TRACES_FILE: str | None = None
-    # Kafka: partitions and replicas of each stream's topic when this service creates it.
-    STREAM_PARTITIONS: int = 3
-    STREAM_REPLICATION: int = 1
-    # Kafka: the consumer group (unset: the service's name), and where a new group starts.
-    GROUP_ID: str | None = None
-    AUTO_OFFSET_RESET: Literal["earliest", "latest"] = "earliest"
-    # Kafka producer: which replicas must have an event before a publish counts, and
-    # idempotent retries (needs a real Kafka; the embedded broker refuses it).
-    KAFKA_ACKS: Literal["0", "1", "all"] = "all"
-    KAFKA_IDEMPOTENCE: bool = False
-    # RabbitMQ: unacknowledged deliveries per consumer. Above 1, one aggregate's events
-    # may be applied out of order, so keep 1 until projections check the sequence.
-    PREFETCH_COUNT: int = 1
+    MAX_RETRIES: int = Field(
+        3, description="Retries of a failing handler before its event goes to the dead letters."
+    )
+    RETRY_BACKOFF_SECONDS: float = Field(
+        0.2, description="First retry's backoff; full-jitter, doubling per attempt."
+    )
+    RETRY_BACKOFF_MAX_SECONDS: float = Field(5.0, description="The longest backoff.")
+    DEAD_LETTER_TOPIC: str | None = Field(
+        None,
+        description="Where dead letters go (Kafka topic or RabbitMQ queue); unset: dlq.<service>.",
+    )
+    OUTBOX_POLL_SECONDS: float = Field(
+        1.0, description="How often the relay looks for events a commit did not announce."
+    )
+    OUTBOX_RESEND_SECONDS: float = Field(
+        60.0,
+        description="After a broker outage, events sent this long before it began are sent "
+        "again (consumers drop duplicates).",
+    )
+    TRACES_FILE: str | None = Field(
+        None,
+        description="Spans also go to this JSON-lines file (OTLP when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT is set).",
+    )
+    STREAM_PARTITIONS: int = Field(
+        3, description="Kafka: partitions of a topic this service creates."
+    )
+    STREAM_REPLICATION: int = Field(
+        1, description="Kafka: replicas of a topic this service creates."
+    )
+    GROUP_ID: str | None = Field(
+        None, description="Kafka: the consumer group; unset: the service's name."
+    )
+    AUTO_OFFSET_RESET: Literal["earliest", "latest"] = Field(
+        "earliest", description="Kafka: where a new consumer group starts reading."
+    )
+    KAFKA_ACKS: Literal["0", "1", "all"] = Field(
+        "all", description="Kafka: replicas that must have an event before a publish counts."
+    )
+    KAFKA_IDEMPOTENCE: bool = Field(
+        False,
+        description="Kafka: idempotent producer (real Kafka; the embedded broker refuses it).",
+    )
+    PREFETCH_COUNT: int = Field(
+        1,
+        description="RabbitMQ: unacknowledged deliveries per consumer (above 1, one aggregate's "
+        "events may be applied out of order).",
+    )
 
-    # Unset in development: admin calls are open. Set it wherever others can reach the service.
-    ADMIN_TOKEN: str | None = None
+    ADMIN_TOKEN: str | None = Field(
+        None,
+        description="Bearer token of the admin calls (/dlq, rebuilds); unset: they are open.",
+    )
 
     @property
     def broker(self) -> BrokerKind:

@@ -1,0 +1,76 @@
+"""Write the README's settings table from the settings classes, so it lists every setting.
+
+    python scripts/settings_table.py           rewrite the table in README.md  (make catalog)
+    python scripts/settings_table.py --check   exit 1 if the table is out of date (make test)
+
+Every service shares eventkit's ServiceSettings; a service's own settings.py may add more.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic.fields import FieldInfo
+
+from contracts import ROSTER
+from eventkit.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+BEGIN = "<!-- settings table: written by `make catalog` from the settings classes -->"
+END = "<!-- end of settings table -->"
+
+
+def row(name: str, field: FieldInfo, where: str) -> str:
+    default: Any = field.default
+    shown = (
+        "(required)"
+        if field.is_required()
+        else f"`{default}`"
+        if default not in ("", None)
+        else "unset"
+    )
+    return f"| `{name}` | {shown} | {where} | {field.description or ''} |"
+
+
+def table() -> str:
+    rows = [
+        row(name, field, "every service") for name, field in ServiceSettings.model_fields.items()
+    ]
+    for name in ROSTER.names:
+        settings = importlib.import_module(f"{name}_service.settings").Settings
+        rows += [
+            row(field_name, field, name)
+            for field_name, field in settings.model_fields.items()
+            if field_name not in ServiceSettings.model_fields
+        ]
+    spec_rows = [
+        f"| `{spec.url_setting}` | `http://127.0.0.1:{spec.port}` | scripts, tests, rebuilds | "
+        f"where {spec.name} answers |"
+        for spec in ROSTER.services
+    ]
+    header = "| setting | default | read by | what it does |\n| --- | --- | --- | --- |"
+    return "\n".join([BEGIN, header, *rows, *spec_rows, END])
+
+
+def written(readme: str) -> str:
+    start, end = readme.index(BEGIN), readme.index(END) + len(END)
+    return readme[:start] + table() + readme[end:]
+
+
+def main(argv: list[str]) -> int:
+    readme = README.read_text()
+    if argv == ["--check"]:
+        if written(readme) != readme:
+            print("README.md's settings table is out of date: run `make catalog`", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(written(readme))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
