@@ -158,8 +158,11 @@ async def test_rebuild_replays_the_feed_into_an_emptied_read_model(
         for n, e in enumerate(events, start=1)
     ]
 
-    async def fake_fetch(url: str, page_size: int = 500) -> list[dict[str, Any]]:
+    async def fake_fetch(
+        url: str, token: str | None = None, page_size: int = 500
+    ) -> list[dict[str, Any]]:
         assert url == "http://127.0.0.1:9001/events"  # <SOURCE>_URL unset: roster port
+        assert token is None  # no ADMIN_TOKEN here
         return feed
 
     monkeypatch.setattr(rebuild_module, "fetch_feed", fake_fetch)
@@ -172,8 +175,19 @@ async def test_rebuild_replays_the_feed_into_an_emptied_read_model(
 
 
 async def test_admin_calls_need_the_token_when_one_is_set(
-    database_url: str, transport: MemoryTransport, switch: Switch
+    database_url: str,
+    transport: MemoryTransport,
+    switch: Switch,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    tokens: list[str | None] = []
+
+    async def fake_fetch(url: str, token: str | None = None) -> list[dict[str, Any]]:
+        tokens.append(token)
+        return []
+
+    monkeypatch.setattr(rebuild_module, "fetch_feed", fake_fetch)
+    monkeypatch.setenv("SOURCE_URL", "http://source.internal:8000/")
     settings = Settings(DATABASE_URL=database_url, ADMIN_TOKEN="s3cret")
     async with running(build(settings, transport, switch)) as client:
         assert (await client.get("/dlq")).status_code == 401
@@ -182,6 +196,14 @@ async def test_admin_calls_need_the_token_when_one_is_set(
         assert "wrong admin token" in wrong.json()["detail"]
         right = await client.get("/dlq", headers={"Authorization": "Bearer s3cret"})
         assert right.status_code == 200
+        odd = await client.get("/dlq", headers={"Authorization": "Bearer sécret".encode()})
+        assert odd.status_code == 403  # any token gets an answer, never a 500
+        rebuilt = await client.post("/admin/rebuild", headers={"Authorization": "Bearer s3cret"})
+        assert rebuilt.status_code == 200
+        # A rebuild reads the publisher's feed where <NAME>_URL says, with its own token.
+        assert tokens == ["s3cret"]
+        kit = client._transport.app.state.kit  # type: ignore[attr-defined]
+        assert kit.feed_urls() == {THINGS: "http://source.internal:8000/events"}
         assert (await client.get("/health")).status_code == 200
 
 

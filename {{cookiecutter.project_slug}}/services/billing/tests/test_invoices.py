@@ -66,3 +66,30 @@ async def test_invoice_errors(client: httpx.AsyncClient, transport: MemoryTransp
     closed = await client.post("/invoices", json={"user_id": "u1", "amount": "5"})
     assert closed.status_code == 409
     assert "deactivated" in closed.json()["detail"]
+
+
+async def test_bad_invoice_input_gets_422_naming_the_field(
+    client: httpx.AsyncClient, transport: MemoryTransport
+) -> None:
+    await open_account(transport)
+    nul = await client.post(
+        "/invoices", json={"user_id": "u1", "amount": "5.00", "description": "a\x00b"}
+    )
+    assert (nul.status_code, nul.json()["detail"][0]["loc"]) == (422, ["body", "description"])
+    account = await client.get("/accounts/u%001")
+    assert (account.status_code, account.json()["detail"][0]["loc"]) == (422, ["path", "user_id"])
+
+
+async def test_invoices_come_in_pages(
+    client: httpx.AsyncClient, transport: MemoryTransport
+) -> None:
+    await open_account(transport)
+    ids = [
+        (await client.post("/invoices", json={"user_id": "u1", "amount": f"{n}.00"})).json()["id"]
+        for n in range(1, 6)
+    ]
+    first = (await client.get("/invoices", params={"limit": 2})).json()
+    rest = (await client.get("/invoices", params={"after": first[-1]["id"], "limit": 10})).json()
+    assert [i["id"] for i in first + rest] == ids
+    assert (await client.get("/invoices", params={"limit": 1001})).status_code == 422
+    assert (await client.get("/invoices", params={"after": "nope"})).status_code == 404

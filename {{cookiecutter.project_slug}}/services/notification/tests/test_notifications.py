@@ -50,3 +50,15 @@ async def test_every_kind_goes_to_the_current_address(
         ("invoice_issued", "a@new.io"),
         ("goodbye", "a@new.io"),
     ]
+
+
+async def test_notifications_come_in_pages(
+    client: httpx.AsyncClient, transport: MemoryTransport
+) -> None:
+    for n in range(5):
+        data = {"user_id": f"p{n}", "name": "P", "email": f"p{n}@example.com"}
+        await deliver(transport, new_event("UserCreated", data, source="user"))
+    first = (await client.get("/notifications", params={"limit": 2})).json()
+    rest = (await client.get("/notifications", params={"after": first[-1]["id"]})).json()
+    assert [n["user_id"] for n in first + rest] == [f"p{n}" for n in range(5)]
+    assert (await client.get("/notifications", params={"limit": 0})).status_code == 422

@@ -86,3 +86,28 @@ async def test_ready_names_the_broker_when_it_is_down(
     response = await client.get("/ready")
     assert response.status_code == 503
     assert "broker" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["A\x00b", "Ada\r\nBcc: x@y.z", "A\u2028B", ""])
+async def test_a_name_with_control_characters_is_refused(
+    client: httpx.AsyncClient, name: str
+) -> None:
+    response = await client.post("/users", json={"name": name, "email": "nul@example.com"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "name"]
+
+
+async def test_out_of_range_numbers_and_odd_ids_get_422_not_500(client: httpx.AsyncClient) -> None:
+    user = (await client.post("/users", json={"name": "Al", "email": "al@example.com"})).json()
+    huge = await client.get(f"/users/{user['id']}", params={"version": 10**20})
+    assert (huge.status_code, huge.json()["detail"][0]["loc"]) == (422, ["query", "version"])
+    nul = await client.get("/users/a%00b")
+    assert (nul.status_code, nul.json()["detail"][0]["loc"]) == (422, ["path", "user_id"])
+
+
+async def test_made_up_http_methods_share_one_metrics_label(client: httpx.AsyncClient) -> None:
+    for method in ("FOO", "BAR", "BAZ"):
+        assert (await client.request(method, "/health")).status_code == 405
+    metrics = (await client.get("/metrics")).text
+    assert 'method="other"' in metrics
+    assert "FOO" not in metrics and "BAZ" not in metrics

@@ -9,11 +9,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import delete, select
 
 from eventkit.dead_letters import DeadLetter
 from eventkit.deps import Kit, require_admin
+from eventkit.inputs import DEFAULT_LIMIT, Limit, PositionAfter
 from eventkit.rebuild import rebuild
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
@@ -30,13 +31,16 @@ class DeadLetterOut(BaseModel):
 
 
 class ReplayRequest(BaseModel):
-    event_ids: list[str] | None = None
+    event_ids: list[Annotated[str, Field(max_length=100)]] | None = Field(None, max_length=1000)
 
 
 @router.get("/dlq", response_model=list[DeadLetterOut])
-async def list_dead_letters(kit: Kit) -> list[DeadLetterOut]:
+async def list_dead_letters(
+    kit: Kit, after: PositionAfter = 0, limit: Limit = DEFAULT_LIMIT
+) -> list[DeadLetterOut]:
+    query = select(DeadLetter).where(DeadLetter.id > after).order_by(DeadLetter.id).limit(limit)
     async with kit.db.sessions() as session:
-        rows = await session.scalars(select(DeadLetter).order_by(DeadLetter.id))
+        rows = await session.scalars(query)
         return [
             DeadLetterOut(
                 event_id=row.event_id,
@@ -75,5 +79,11 @@ async def rebuild_read_model(kit: Kit) -> dict[str, Any]:
     """Empty this service's read model and inbox, and replay every event it subscribes to."""
     if kit.consumer is None or kit.replay_consumer is None:
         raise HTTPException(404, detail="this service keeps no read model")
-    replayed = await rebuild(kit.consumer, kit.replay_consumer, kit.read_models, kit.feed_urls())
+    replayed = await rebuild(
+        kit.consumer,
+        kit.replay_consumer,
+        kit.read_models,
+        kit.feed_urls(),
+        kit.settings.ADMIN_TOKEN,
+    )
     return {"replayed": replayed}

@@ -51,7 +51,10 @@ class Database:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
             connect_args["timeout"] = 30
-        self.engine: AsyncEngine = create_async_engine(self.url, connect_args=connect_args)
+        # hide_parameters: errors and logs never show the values (emails, names) of a statement.
+        self.engine: AsyncEngine = create_async_engine(
+            self.url, connect_args=connect_args, hide_parameters=True
+        )
         if self.url.get_backend_name() == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

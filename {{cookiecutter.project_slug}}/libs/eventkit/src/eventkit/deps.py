@@ -26,5 +26,7 @@ def require_admin(kit: Kit, authorization: Annotated[str | None, Header()] = Non
         return
     if not authorization or not authorization.startswith("Bearer "):
         raise HTTPException(401, detail="admin call: send Authorization: Bearer <ADMIN_TOKEN>")
-    if not hmac.compare_digest(authorization.removeprefix("Bearer ").strip(), token):
+    given = authorization.removeprefix("Bearer ").strip()
+    # Compared as bytes: compare_digest refuses non-ASCII text, and any input must get a 403.
+    if not hmac.compare_digest(given.encode(), token.encode()):
         raise HTTPException(403, detail="admin call: wrong admin token")

@@ -17,9 +17,13 @@ from eventkit.envelope import Envelope
 from eventkit.inbox import ProcessedEvent
 
 
-async def fetch_feed(url: str, page_size: int = 500) -> list[dict[str, Any]]:
+async def fetch_feed(
+    url: str, token: str | None = None, page_size: int = 500
+) -> list[dict[str, Any]]:
+    """Every event of a feed, a page at a time; `token` is this service's admin token."""
     items: list[dict[str, Any]] = []
-    async with httpx.AsyncClient(timeout=30) as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(timeout=30, headers=headers) as client:
         while True:
             after = items[-1]["position"] if items else 0
             response = await client.get(url, params={"after": after, "limit": page_size})
@@ -31,11 +35,15 @@ async def fetch_feed(url: str, page_size: int = 500) -> list[dict[str, Any]]:
 
 
 async def rebuild(
-    live: Consumer, replay: Consumer, read_models: list[Any], feed_urls: dict[str, str]
+    live: Consumer,
+    replay: Consumer,
+    read_models: list[Any],
+    feed_urls: dict[str, str],
+    token: str | None = None,
 ) -> dict[str, int]:
     """Returns how many events were replayed per stream."""
     async with live.gate.closed():
-        feeds = {stream: await fetch_feed(url) for stream, url in feed_urls.items()}
+        feeds = {stream: await fetch_feed(url, token) for stream, url in feed_urls.items()}
         async with replay.db.transaction() as session:
             for model in read_models:
                 await session.execute(delete(model))

@@ -14,6 +14,15 @@ from sqlalchemy import func, select
 from billing_service.models import Account, Invoice
 from contracts import BILLING_EVENTS
 from eventkit import Kit, add_to_outbox, new_event
+from eventkit.inputs import (
+    DEFAULT_LIMIT,
+    IdAfter,
+    IdInPath,
+    IdInQuery,
+    Limit,
+    page_after,
+    text,
+)
 
 router = APIRouter(tags=["billing"])
 Money = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2)]
@@ -28,9 +37,9 @@ class AccountOut(BaseModel):
 
 
 class NewInvoice(BaseModel):
-    user_id: str = Field(min_length=1)
+    user_id: str = text(min_length=1, max_length=100)
     amount: Money
-    description: str = Field(default="", max_length=500)
+    description: str = text(default="", max_length=500)
 
 
 class InvoiceOut(BaseModel):
@@ -43,7 +52,7 @@ class InvoiceOut(BaseModel):
 
 
 @router.get("/accounts/{user_id}", response_model=AccountOut)
-async def get_account(user_id: str, kit: Kit) -> AccountOut:
+async def get_account(user_id: IdInPath, kit: Kit) -> AccountOut:
     async with kit.db.sessions() as session:
         account = await session.get(Account, user_id)
         count, total = (
@@ -93,10 +102,13 @@ async def issue_invoice(body: NewInvoice, kit: Kit) -> InvoiceOut:
 
 
 @router.get("/invoices", response_model=list[InvoiceOut])
-async def list_invoices(kit: Kit, user_id: str | None = None) -> list[InvoiceOut]:
-    query = select(Invoice).order_by(Invoice.issued_at)
+async def list_invoices(
+    kit: Kit, user_id: IdInQuery = None, after: IdAfter = None, limit: Limit = DEFAULT_LIMIT
+) -> list[InvoiceOut]:
+    """Oldest first; `after` is the id of the last invoice of the previous page."""
+    query = select(Invoice)
     if user_id is not None:
         query = query.where(Invoice.user_id == user_id)
     async with kit.db.sessions() as session:
-        rows = (await session.scalars(query)).all()
+        rows = await page_after(session, query, (Invoice.issued_at, Invoice.id), after, limit)
     return [InvoiceOut.model_validate(row, from_attributes=True) for row in rows]

@@ -7,6 +7,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from eventkit import Kit
+from eventkit.inputs import DEFAULT_LIMIT, IdAfter, IdInQuery, Limit, page_after
 from notification_service.models import Notification
 
 router = APIRouter(tags=["notifications"])
@@ -23,10 +24,14 @@ class NotificationOut(BaseModel):
 
 
 @router.get("/notifications", response_model=list[NotificationOut])
-async def list_notifications(kit: Kit, user_id: str | None = None) -> list[NotificationOut]:
-    query = select(Notification).order_by(Notification.created_at)
+async def list_notifications(
+    kit: Kit, user_id: IdInQuery = None, after: IdAfter = None, limit: Limit = DEFAULT_LIMIT
+) -> list[NotificationOut]:
+    """Oldest first; `after` is the id of the last notification of the previous page."""
+    query = select(Notification)
     if user_id is not None:
         query = query.where(Notification.user_id == user_id)
+    order = (Notification.created_at, Notification.id)
     async with kit.db.sessions() as session:
-        rows = (await session.scalars(query)).all()
+        rows = await page_after(session, query, order, after, limit)
     return [NotificationOut.model_validate(row, from_attributes=True) for row in rows]

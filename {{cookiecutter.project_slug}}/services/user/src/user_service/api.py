@@ -12,12 +12,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit import Kit
+from eventkit.inputs import IdInPath, text
 from user_service import store
 from user_service.domain import RuleViolation, User
 from user_service.models import UserEmail
 
 router = APIRouter(tags=["users"])
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+# Names with control characters (NUL, CR/LF, line separators) are refused with a 422: they
+# would break storage or email headers downstream.
+Name = Annotated[str, text(min_length=1, max_length=200)]
+MAX_VERSION = 2**31 - 1
 
 
 class NewUser(BaseModel):
@@ -53,7 +57,10 @@ class UserOut(BaseModel):
 
 IfMatch = Annotated[
     str | None,
-    Header(description="The version the change was decided on; 409 if it is not current."),
+    Header(
+        max_length=40,
+        description="The version the change was decided on; 409 if it is not current.",
+    ),
 ]
 
 
@@ -71,7 +78,7 @@ async def create_user(body: NewUser, kit: Kit) -> UserOut:
 
 @router.get("/users/{user_id}", response_model=UserOut)
 async def get_user(
-    user_id: str, kit: Kit, version: Annotated[int | None, Query(ge=1)] = None
+    user_id: IdInPath, kit: Kit, version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None
 ) -> UserOut:
     async with kit.db.sessions() as session:
         events = await store.load(session, user_id, up_to=version)
@@ -85,19 +92,19 @@ async def get_user(
 
 @router.patch("/users/{user_id}", response_model=UserOut)
 async def change_user(
-    user_id: str, body: UserChange, kit: Kit, if_match: IfMatch = None
+    user_id: IdInPath, body: UserChange, kit: Kit, if_match: IfMatch = None
 ) -> UserOut:
     email = str(body.email) if body.email is not None else None
     return await _decide(kit, user_id, if_match, lambda user: user.change(body.name, email))
 
 
 @router.delete("/users/{user_id}", response_model=UserOut)
-async def deactivate_user(user_id: str, kit: Kit, if_match: IfMatch = None) -> UserOut:
+async def deactivate_user(user_id: IdInPath, kit: Kit, if_match: IfMatch = None) -> UserOut:
     return await _decide(kit, user_id, if_match, lambda user: user.deactivate())
 
 
 @router.get("/users/{user_id}/events")
-async def user_events(user_id: str, kit: Kit) -> list[dict[str, Any]]:
+async def user_events(user_id: IdInPath, kit: Kit) -> list[dict[str, Any]]:
     async with kit.db.sessions() as session:
         events = await store.load(session, user_id)
     if not events:
