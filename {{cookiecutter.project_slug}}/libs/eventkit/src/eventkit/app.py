@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eventkit import admin, feed, middleware, tracing
 from eventkit.deps import Kit
-from eventkit.kit import ServiceKit
+from eventkit.kit import ServiceKit, Worker
 from eventkit.logs import configure_logging
 from eventkit.roster import Roster
 from eventkit.settings import ServiceSettings
@@ -32,12 +32,20 @@ def create_service(
     replay_subscriptions: Subscriptions | None = None,
     read_models: Sequence[type[Any]] = (),
     migrations: Path | None = None,
+    workers: Sequence[Worker] = (),
 ) -> FastAPI:
     """The service's app. A consumer gets /dlq and /admin/rebuild; a publisher gets /events."""
     configure_logging(settings.SERVICE_NAME, settings.LOG_LEVEL)
     tracing.setup(settings.SERVICE_NAME, settings.TRACES_FILE)
     kit = ServiceKit(
-        settings, roster, subscriptions, transport, replay_subscriptions, read_models, migrations
+        settings,
+        roster,
+        subscriptions,
+        transport,
+        replay_subscriptions,
+        read_models,
+        migrations,
+        workers,
     )
 
     @asynccontextmanager

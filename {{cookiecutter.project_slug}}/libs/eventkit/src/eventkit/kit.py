@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,14 @@ from eventkit.transports import Transport, create_transport
 log = logging.getLogger(__name__)
 
 
+class Worker(Protocol):
+    """A service's own background task (e.g. sending emails), run beside the kit's."""
+
+    def start(self, kit: ServiceKit) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class ServiceKit:
     """One service's moving parts; routes reach it through the `Kit` dependency (deps.py)."""
 
@@ -39,8 +47,10 @@ class ServiceKit:
         replay_subscriptions: Subscriptions | None = None,
         read_models: Sequence[type[Any]] = (),
         migrations: Path | None = None,
+        workers: Sequence[Worker] = (),
     ) -> None:
         self.settings = settings
+        self.workers = list(workers)
         self.roster = roster
         self.spec: ServiceSpec = roster.service(settings.SERVICE_NAME)
         _check_against_roster(self.spec, subscriptions)
@@ -108,6 +118,8 @@ class ServiceKit:
             await self.db.create_all()
         if self.consumer is not None:
             self.consumer.attach()
+        for worker in self.workers:
+            worker.start(self)
         self._connector = asyncio.create_task(self._connect(), name="broker-connect")
 
     async def _connect(self) -> None:
@@ -157,6 +169,8 @@ class ServiceKit:
             if task is not None:
                 task.cancel()
         await self.relay.stop()
+        for worker in self.workers:
+            await worker.stop()
         if self.connected.is_set():
             await self.transport.stop()
         await self.db.dispose()

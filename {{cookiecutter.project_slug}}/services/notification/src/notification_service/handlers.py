@@ -1,22 +1,22 @@
-"""Notification's subscribers, bound to the sender they deliver through."""
+"""Notification's subscribers, bound to how their notifications are delivered."""
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import BILLING_EVENTS, USER_EVENTS
 from eventkit import Envelope, Subscriptions
 from notification_service import projections
-from notification_service.sender import Sender
+from notification_service.dispatch import Delivery
 
 
-def build_subscriptions(sender: Sender) -> Subscriptions:
+def build_subscriptions(delivery: Delivery) -> Subscriptions:
     subscriptions = Subscriptions()
 
     @subscriptions.on_message(USER_EVENTS)
     async def on_user_event(event: Envelope, session: AsyncSession) -> None:
-        await projections.apply_user_event(session, event, sender)
+        await projections.apply_user_event(session, event, delivery)
 
     @subscriptions.on_message(BILLING_EVENTS, types=["InvoiceIssued"])
     async def on_invoice_issued(event: Envelope, session: AsyncSession) -> None:
-        await projections.apply_invoice_issued(session, event, sender)
+        await projections.apply_invoice_issued(session, event, delivery)
 
     return subscriptions

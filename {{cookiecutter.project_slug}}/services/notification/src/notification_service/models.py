@@ -25,5 +25,8 @@ class Notification(Base):
     kind: Mapped[str] = mapped_column(String(30))
     channel: Mapped[str] = mapped_column(String(20))
     recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(300))
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     created_at: Mapped[datetime] = mapped_column()
+    # Unset until its email has gone out (dispatch.py).
+    sent_at: Mapped[datetime | None] = mapped_column(index=True)

@@ -1,20 +1,21 @@
-"""Which events produce which notification, and recording what was sent."""
+"""Which events produce which notification; recording it is what sends it (dispatch.py)."""
 
 from __future__ import annotations
 
+from sqlalchemy import event as orm_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit import Envelope
+from notification_service.dispatch import Delivery
 from notification_service.models import Notification, Recipient
-from notification_service.sender import Message, Sender
 
 
-async def apply_user_event(session: AsyncSession, event: Envelope, sender: Sender) -> None:
+async def apply_user_event(session: AsyncSession, event: Envelope, delivery: Delivery) -> None:
     data = event.data
     if event.type == "UserCreated":
         recipient = Recipient(user_id=data["user_id"], name=data["name"], email=data["email"])
         session.add(recipient)
-        await _notify(session, sender, event, recipient, "welcome", f"Welcome, {recipient.name}!")
+        await _notify(session, delivery, event, recipient, "welcome", f"Welcome, {recipient.name}!")
         return
     recipient = await _recipient(session, data["user_id"], event)
     match event.type:
@@ -23,18 +24,18 @@ async def apply_user_event(session: AsyncSession, event: Envelope, sender: Sende
         case "EmailChanged":
             recipient.email = data["new_email"]
             await _notify(
-                session, sender, event, recipient, "email_changed", "Your email address changed"
+                session, delivery, event, recipient, "email_changed", "Your email address changed"
             )
         case "UserDeactivated":
             await _notify(
-                session, sender, event, recipient, "goodbye", f"Goodbye, {recipient.name}"
+                session, delivery, event, recipient, "goodbye", f"Goodbye, {recipient.name}"
             )
 
 
-async def apply_invoice_issued(session: AsyncSession, event: Envelope, sender: Sender) -> None:
+async def apply_invoice_issued(session: AsyncSession, event: Envelope, delivery: Delivery) -> None:
     recipient = await _recipient(session, event.data["user_id"], event)
     subject = f"Invoice {event.data['invoice_id']}: {event.data['amount']}"
-    await _notify(session, sender, event, recipient, "invoice_issued", subject)
+    await _notify(session, delivery, event, recipient, "invoice_issued", subject)
 
 
 async def _recipient(session: AsyncSession, user_id: str, event: Envelope) -> Recipient:
@@ -47,20 +48,23 @@ async def _recipient(session: AsyncSession, user_id: str, event: Envelope) -> Re
 
 async def _notify(
     session: AsyncSession,
-    sender: Sender,
+    delivery: Delivery,
     event: Envelope,
     recipient: Recipient,
     kind: str,
     subject: str,
 ) -> None:
-    await sender.send(Message(to=recipient.email, subject=subject, body=subject))
     session.add(
         Notification(
             user_id=recipient.user_id,
             kind=kind,
-            channel=sender.channel,
+            channel=delivery.channel,
             recipient=recipient.email,
+            subject=subject,
             event_id=str(event.id),
             created_at=event.timestamp,
+            sent_at=event.timestamp if delivery.replay else None,
         )
     )
+    if not delivery.replay:  # the email leaves once this transaction has committed
+        orm_event.listen(session.sync_session, "after_commit", lambda _: delivery.wake(), once=True)

@@ -1,4 +1,4 @@
-"""Where messages go: SMTP when SMTP_HOST is set (Mailpit under compose), else the log."""
+"""Where emails go: SMTP when SMTP_HOST is set (Mailpit under compose), else the log."""
 
 from __future__ import annotations
 
@@ -32,8 +32,13 @@ class LogSender:
 
     channel = "log"
 
+    def __init__(self, show_addresses: bool = True) -> None:
+        # Outside development the log carries no email address (personal data).
+        self.show_addresses = show_addresses
+
     async def send(self, message: Message) -> None:
-        log.info("email to %s: %s", message.to, message.subject)
+        to = message.to if self.show_addresses else _masked(message.to)
+        log.info("email to %s: %s", to, message.subject)
 
 
 class SmtpSender:
@@ -49,17 +54,12 @@ class SmtpSender:
         await aiosmtplib.send(email, hostname=self.host, port=self.port, timeout=10)
 
 
-class QuietSender:
-    """Used while a rebuild replays history: records the channel, sends nothing again."""
-
-    def __init__(self, channel: str) -> None:
-        self.channel = channel
-
-    async def send(self, message: Message) -> None:
-        return None
-
-
 def sender_for(settings: Settings) -> Sender:
     if settings.SMTP_HOST:
         return SmtpSender(settings.SMTP_HOST, settings.SMTP_PORT, settings.SMTP_FROM)
-    return LogSender()
+    return LogSender(show_addresses=settings.ENVIRONMENT == "development")
+
+
+def _masked(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"

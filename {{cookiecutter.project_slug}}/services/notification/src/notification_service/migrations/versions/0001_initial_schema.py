@@ -28,12 +28,15 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=30), nullable=False),
         sa.Column("channel", sa.String(length=20), nullable=False),
         sa.Column("recipient", sa.String(length=320), nullable=False),
+        sa.Column("subject", sa.String(length=300), nullable=False),
         sa.Column("event_id", sa.String(length=36), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("event_id"),
     )
     with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_notifications_sent_at"), ["sent_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_notifications_user_id"), ["user_id"], unique=False)
 
     op.create_table(
@@ -52,6 +55,7 @@ def downgrade() -> None:
     op.drop_table("recipients")
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_notifications_user_id"))
+        batch_op.drop_index(batch_op.f("ix_notifications_sent_at"))
 
     op.drop_table("notifications")
     # ### end Alembic commands ###
