@@ -1,5 +1,8 @@
 """The consumer: inbox, handlers by type, retries with backoff, dead letters; on a real database."""
 
+import asyncio
+import uuid
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -8,6 +11,8 @@ from eventkit.consumer import Consumer, RetryPolicy
 from eventkit.db import Database
 from eventkit.dead_letters import DeadLetter
 from eventkit.inbox import ProcessedEvent
+from eventkit.metrics import EVENTS_WAITING
+from eventkit.testing import async_wait_until
 from eventkit.transports.memory import MemoryTransport
 from sample_domain import THINGS, happened, things_registry, vanished
 
@@ -111,3 +116,50 @@ def test_backoff_grows_and_is_capped() -> None:
     assert all(0 <= policy.delay(1) <= 0.1 for _ in range(50))
     assert all(0 <= policy.delay(8) <= 1.0 for _ in range(50))
     assert max(policy.delay(4) for _ in range(200)) > 0.1  # grows past the base
+
+
+def numbered(thing_id: str, sequence: int) -> Envelope:
+    event = vanished(thing_id) if sequence > 1 else happened(thing_id)
+    return event.model_copy(update={"sequence": sequence})
+
+
+async def test_an_aggregates_events_apply_in_sequence_order_whatever_the_arrival(
+    db: Database,
+) -> None:
+    handler = Recorder()
+    consumer = make_consumer(db, handler)
+    seen: list[int] = []
+
+    async def record_sequence(event: Envelope, session: AsyncSession) -> None:
+        seen.append(event.sequence or 0)
+
+    consumer.subscriptions.on_message(THINGS)(record_sequence)
+    first, second, third = (numbered("t1", n) for n in (1, 2, 3))
+    await consumer.handle(THINGS, first.to_bytes())
+    # 3 arrives before 2: it waits (without failing) until 2 is applied.
+    waiting = asyncio.create_task(consumer.handle(THINGS, third.to_bytes()))
+    await async_wait_until(
+        lambda: asyncio.sleep(0, EVENTS_WAITING.labels(stream=THINGS)._value.get() > 0),
+        what="the third event to wait for the second",
+    )
+    await consumer.handle(THINGS, second.to_bytes())
+    await waiting
+    assert seen == [1, 2, 3]
+    # Another aggregate is not held up by t1's, and a stale copy of 2 is dropped.
+    await consumer.handle(THINGS, numbered("t2", 1).to_bytes())
+    stale = numbered("t1", 2).model_copy(update={"id": uuid.uuid4()})
+    await consumer.handle(THINGS, stale.to_bytes())
+    assert seen == [1, 2, 3, 1]
+    assert await count(db, DeadLetter) == 0
+
+
+async def test_an_event_whose_predecessor_never_comes_is_parked(db: Database) -> None:
+    handler = Recorder()
+    subscriptions = Subscriptions()
+    subscriptions.on_message(THINGS)(handler)
+    retry = RetryPolicy(3, 0.001, 0.01, order_wait_seconds=0.05)
+    consumer = Consumer("probe", subscriptions, things_registry(), db, MemoryTransport(), retry)
+    await consumer.handle(THINGS, numbered("t9", 2).to_bytes())
+    async with db.sessions() as session:
+        letter = (await session.scalars(select(DeadLetter))).one()
+    assert "waits for #1" in letter.error and handler.calls == 0

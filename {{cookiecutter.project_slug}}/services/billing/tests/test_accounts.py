@@ -59,3 +59,14 @@ async def test_a_version_1_user_created_is_upcast_and_applied(
     assert v1.version == 1 and "locale" not in v1.data
     await deliver(transport, v1)
     assert (await client.get("/accounts/old")).json()["email"] == "a@x.io"
+
+
+async def test_a_consumer_is_not_ready_while_its_broker_is_down(
+    client: httpx.AsyncClient, transport: MemoryTransport
+) -> None:
+    await transport.stop()
+    response = await client.get("/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["failed"], body["broker"], body["database"]) == (["broker"], "down", "up")
+    assert "broker" in body["detail"]

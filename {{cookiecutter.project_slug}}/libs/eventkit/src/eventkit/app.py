@@ -76,13 +76,12 @@ def _platform_routes(title: str) -> APIRouter:
 
     @router.get("/ready")
     async def ready(kit: Kit) -> JSONResponse:
-        failed = await kit.readiness()
+        states = await kit.readiness()
+        failed = kit.needs(states)
         if failed:
-            return JSONResponse(
-                {"detail": f"not ready: {', '.join(failed)} not answering", "failed": failed},
-                status_code=503,
-            )
-        return JSONResponse({"status": "ready"})
+            detail = f"not ready: {', '.join(failed)} not answering"
+            return JSONResponse({"detail": detail, "failed": failed, **states}, status_code=503)
+        return JSONResponse({"status": "ready", **states})
 
     @router.get("/metrics")
     async def metrics() -> Response:

@@ -23,12 +23,13 @@ from eventkit import context, tracing
 from eventkit.db import Database
 from eventkit.dead_letters import DeadLetter
 from eventkit.envelope import Envelope
-from eventkit.inbox import ProcessedEvent
+from eventkit.inbox import NotYetDue, ProcessedEvent, take_turn
 from eventkit.metrics import (
     EVENTS_CONSUMED,
     EVENTS_DEAD_LETTERED,
     EVENTS_DUPLICATE,
     EVENTS_RETRIED,
+    EVENTS_WAITING,
     HANDLER_SECONDS,
 )
 from eventkit.registry import EventRegistry, InvalidEvent
@@ -44,6 +45,8 @@ class RetryPolicy:
     max_retries: int = default("MAX_RETRIES")
     base_seconds: float = default("RETRY_BACKOFF_SECONDS")
     max_seconds: float = default("RETRY_BACKOFF_MAX_SECONDS")
+    # How long an event may wait for an earlier one of its aggregate before it is parked.
+    order_wait_seconds: float = default("ORDER_WAIT_SECONDS")
 
     def delay(self, attempt: int) -> float:
         """Full-jitter exponential backoff after failed attempt number `attempt` (1-based)."""
@@ -142,12 +145,20 @@ class Consumer:
         context.event_id.set(str(event.id))
         context.event_type.set(event.type)
         context.correlation_id.set(event.correlation_id)
-        attempt = 0
+        attempt, waits, first_try = 0, 0, time.monotonic()
         while True:
             attempt += 1
             started = time.perf_counter()
             try:
                 applied = await self._apply(stream, event, handlers)
+            except NotYetDue as exc:
+                EVENTS_WAITING.labels(stream=stream).inc()
+                attempt, waits = attempt - 1, waits + 1  # waiting is not failing
+                if time.monotonic() - first_try > self.retry.order_wait_seconds:
+                    await self._dead_letter(stream, raw, event, str(exc), attempts=waits)
+                    return
+                await asyncio.sleep(self.retry.delay(min(waits, 8)))
+                continue
             except Exception as exc:
                 EVENTS_RETRIED.labels(stream=stream).inc()
                 if attempt > self.retry.max_retries:
@@ -177,6 +188,11 @@ class Consumer:
                     processed_at=datetime.now(UTC),
                 )
             )
+            # Order per aggregate: only where this service sees every type of the stream,
+            # since a type it does not take never arrives to advance the position.
+            in_order = self.subscriptions.types(stream) is None
+            if in_order and not await take_turn(session, stream, event):
+                return False  # an older event of its aggregate: recorded, not applied
             for handler in handlers:
                 await handler(event, session)
         return True

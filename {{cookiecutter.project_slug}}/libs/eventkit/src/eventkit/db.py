@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -11,6 +13,7 @@ from sqlalchemy import DateTime, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -73,8 +76,62 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.get_backend_name() == "postgresql"
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def lock_key(name: str) -> int:
+    """A stable 64-bit key for a PostgreSQL advisory lock named `name`."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class Leadership:
+    """Which process of a service does a one-at-a-time job (e.g. the outbox relay).
+
+    On PostgreSQL: the one holding a session advisory lock, on a connection of its own;
+    if the process dies, its connection closes and another replica takes over. SQLite is
+    one process's file: that process leads.
+    """
+
+    def __init__(self, db: Database, name: str) -> None:
+        self.db = db
+        self.key = lock_key(name)
+        self._connection: AsyncConnection | None = None
+
+    async def held(self) -> bool:
+        """Whether this process leads now; takes the lead when it is free."""
+        if not self.db.is_postgres:
+            return True
+        if self._connection is not None:
+            try:
+                await self._connection.execute(text("SELECT 1"))
+                await self._connection.commit()
+                return True
+            except Exception:  # the connection broke, and the lock went with it
+                await self.release()
+        connection = await self.db.engine.connect()
+        try:
+            got = await connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key})
+            await connection.commit()
+        except Exception:
+            await connection.close()
+            raise
+        if got:
+            self._connection = connection
+            return True
+        await connection.close()
+        return False
+
+    async def release(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            with contextlib.suppress(Exception):
+                await connection.close()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from eventkit.consumer import Consumer, RetryPolicy
 from eventkit.db import Database
 from eventkit.envelope import Envelope
+from eventkit.metrics import BROKER_UP
 from eventkit.migrations import upgrade_async
 from eventkit.outbox import OutboxRelay
 from eventkit.roster import Roster, ServiceSpec
@@ -60,7 +61,10 @@ class ServiceKit:
         self.relay = OutboxRelay(self.db, self.transport, settings.OUTBOX_POLL_SECONDS)
         delivery = self.transport.config  # its retry fields govern: KafkaConfig(max_retries=...)
         retry = RetryPolicy(
-            delivery.max_retries, delivery.retry_backoff_seconds, delivery.retry_backoff_max_seconds
+            delivery.max_retries,
+            delivery.retry_backoff_seconds,
+            delivery.retry_backoff_max_seconds,
+            delivery.order_wait_seconds,
         )
 
         def consumer(subs: Subscriptions | None) -> Consumer | None:
@@ -75,6 +79,7 @@ class ServiceKit:
         for stream in self.spec.publishes:
             self.transport.declare_publisher(stream, description=roster.events.describe(stream))
         self.connected = asyncio.Event()
+        self.broker_up = False
         self._connector: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -134,12 +139,18 @@ class ServiceKit:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.connected.set()
+        self.broker_up = True
+        BROKER_UP.set(1)
         self.relay.start()
         log.info("connected to the %s broker", self.settings.broker)
         self._watchdog = asyncio.create_task(self._watch_broker(), name="broker-watchdog")
 
     async def _watch_broker(self, every: float = 1.0) -> None:
-        """Notice outages; when the broker is back, let it recover, then resend recent events."""
+        """Notice outages; when the broker is back, let it recover, then resend recent events.
+
+        It outlives every error (a database that is down too, a recovery that fails): each
+        round starts again, and its state is in /ready and `eventkit_broker_up`.
+        """
         down_since: datetime | None = None
         while True:
             await asyncio.sleep(every)
@@ -147,21 +158,23 @@ class ServiceKit:
                 up = await self.transport.ping()
             except Exception:
                 up = False
+            self.broker_up = up
+            BROKER_UP.set(1 if up else 0)
             if not up and down_since is None:
                 down_since = datetime.now(UTC)
                 log.warning("broker unreachable; events wait in the outbox")
             elif up and down_since is not None:
                 try:
                     await self.transport.recover()
+                    since = down_since - timedelta(seconds=self.settings.OUTBOX_RESEND_SECONDS)
+                    resent = await self.relay.resend_since(since)
+                    log.info("broker back; resending %d events sent since %s", resent, since)
+                    # A send that was stuck in the outage may complete after that: once more.
+                    await asyncio.sleep(5 * every)
+                    await self.relay.resend_since(down_since)
                 except Exception:
-                    log.warning("broker back but not recovered yet", exc_info=True)
+                    log.warning("broker back, but recovery failed; trying again", exc_info=True)
                     continue
-                since = down_since - timedelta(seconds=self.settings.OUTBOX_RESEND_SECONDS)
-                resent = await self.relay.resend_since(since)
-                log.info("broker back; resending %d events sent since %s", resent, since)
-                # A send that was stuck in the outage may complete after that: once more.
-                await asyncio.sleep(5 * every)
-                await self.relay.resend_since(down_since)
                 down_since = None
 
     async def stop(self) -> None:
@@ -175,16 +188,29 @@ class ServiceKit:
             await self.transport.stop()
         await self.db.dispose()
 
-    async def readiness(self) -> list[str]:
-        """Names of the dependencies that do not answer."""
-        failed = []
+    async def readiness(self) -> dict[str, str]:
+        """Each dependency's state: `database` and `broker` are "up" or "down"."""
         try:
             await asyncio.wait_for(self.db.ping(), timeout=2.0)
+            database = "up"
         except Exception:
-            failed.append("database")
-        if not self.connected.is_set() or not await self.transport.ping():
-            failed.append("broker")
-        return failed
+            database = "down"
+        broker = "up" if self.connected.is_set() and self.broker_up else "down"
+        if broker == "up":  # the watchdog's last look may be a second old: look again
+            try:
+                broker = "up" if await self.transport.ping() else "down"
+            except Exception:
+                broker = "down"
+        return {"database": database, "broker": broker}
+
+    def needs(self, states: dict[str, str]) -> list[str]:
+        """What is down that this service cannot do its job without.
+
+        A publisher's writes reach the outbox while the broker is down, so it needs only
+        its database; a consumer needs its broker too.
+        """
+        needed = ["database", "broker"] if self.consumer is not None else ["database"]
+        return [name for name in needed if states[name] != "up"]
 
 
 def _check_against_roster(spec: ServiceSpec, subscriptions: Subscriptions | None) -> None:

@@ -30,3 +30,12 @@ HTTP_REQUESTS = Counter(
 HTTP_SECONDS = Histogram(
     "http_request_duration_seconds", "Time to answer an HTTP request", ["method", "route"]
 )
+RELAY_LEADER = Gauge(
+    "eventkit_outbox_relay_leader", "1 while this process is the one that publishes the outbox"
+)
+BROKER_UP = Gauge("eventkit_broker_up", "1 while the broker answers this process")
+EVENTS_WAITING = Counter(
+    "eventkit_events_not_yet_due_total",
+    "Events that arrived before an earlier one of their aggregate, and were retried",
+    ["stream"],
+)

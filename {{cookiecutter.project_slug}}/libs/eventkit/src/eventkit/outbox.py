@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from eventkit import tracing
-from eventkit.db import Base, Database
+from eventkit.db import Base, Database, Leadership
 from eventkit.envelope import Envelope
-from eventkit.metrics import EVENTS_PUBLISHED, OUTBOX_LAG_SECONDS, OUTBOX_PENDING
+from eventkit.metrics import EVENTS_PUBLISHED, OUTBOX_LAG_SECONDS, OUTBOX_PENDING, RELAY_LEADER
 from eventkit.transports import Transport
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,11 @@ def add_to_outbox(session: AsyncSession, stream: str, event: Envelope) -> None:
 
 
 class OutboxRelay:
-    """Publishes pending outbox rows in commit order and marks them sent."""
+    """Publishes pending outbox rows in commit order and marks them sent.
+
+    With replicas on PostgreSQL only the leader publishes (an advisory lock, see
+    db.Leadership), so each row is published by one relay and in order per key.
+    """
 
     def __init__(
         self,
@@ -73,6 +77,7 @@ class OutboxRelay:
         self.transport = transport
         self.poll_seconds = poll_seconds
         self.publish_timeout = publish_timeout
+        self.leadership = Leadership(db, "eventkit-outbox-relay")
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -96,11 +101,14 @@ class OutboxRelay:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.leadership.release()
 
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                while not self._stopping and await self.publish_pending():
+                leads = await self.leadership.held()
+                RELAY_LEADER.set(1 if leads else 0)
+                while leads and not self._stopping and await self.publish_pending():
                     pass
             except Exception:  # broker or database down: keep the rows, try again later
                 log.warning("outbox relay could not publish; retrying", exc_info=True)

@@ -14,7 +14,7 @@ from sqlalchemy import delete
 
 from eventkit.consumer import Consumer
 from eventkit.envelope import Envelope
-from eventkit.inbox import ProcessedEvent
+from eventkit.inbox import AggregatePosition, ProcessedEvent
 
 
 async def fetch_feed(
@@ -48,6 +48,7 @@ async def rebuild(
             for model in read_models:
                 await session.execute(delete(model))
             await session.execute(delete(ProcessedEvent))
+            await session.execute(delete(AggregatePosition))
         merged = sorted(
             (
                 (Envelope.model_validate(item["event"]).timestamp, stream, item)

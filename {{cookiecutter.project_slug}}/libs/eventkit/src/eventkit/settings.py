@@ -65,6 +65,11 @@ class ServiceSettings(BaseSettings):
         0.2, description="First retry's backoff; full-jitter, doubling per attempt."
     )
     RETRY_BACKOFF_MAX_SECONDS: float = Field(5.0, description="The longest backoff.")
+    ORDER_WAIT_SECONDS: float = Field(
+        60.0,
+        description="How long an event waits for an earlier one of its aggregate before it is "
+        "dead-lettered.",
+    )
     DEAD_LETTER_TOPIC: str | None = Field(
         None,
         description="Where dead letters go (Kafka topic or RabbitMQ queue); unset: dlq.<service>.",

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from eventkit.db import Base
+from eventkit.db import Base, lock_key
 
 EVENTKIT_VERSIONS = Path(__file__).parent / "versions"
 EVENTKIT_BRANCH = "eventkit"
@@ -68,4 +68,9 @@ def _migrate(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Replicas starting together on an empty database: one migrates, the others
+            # wait here, then find it at head. Released when the transaction ends.
+            lock = text("SELECT pg_advisory_xact_lock(:k)")
+            connection.execute(lock, {"k": lock_key("eventkit-migrations")})
         context.run_migrations()

@@ -25,6 +25,7 @@ class DeliveryConfig:
     max_retries: int = default("MAX_RETRIES")
     retry_backoff_seconds: float = default("RETRY_BACKOFF_SECONDS")
     retry_backoff_max_seconds: float = default("RETRY_BACKOFF_MAX_SECONDS")
+    order_wait_seconds: float = default("ORDER_WAIT_SECONDS")
 
 
 def delivery_from_settings(settings: ServiceSettings) -> dict[str, Any]:
@@ -34,6 +35,7 @@ def delivery_from_settings(settings: ServiceSettings) -> dict[str, Any]:
         "max_retries": settings.MAX_RETRIES,
         "retry_backoff_seconds": settings.RETRY_BACKOFF_SECONDS,
         "retry_backoff_max_seconds": settings.RETRY_BACKOFF_MAX_SECONDS,
+        "order_wait_seconds": settings.ORDER_WAIT_SECONDS,
     }
 
 
@@ -41,6 +43,7 @@ class TransportConfig(Protocol):
     max_retries: int
     retry_backoff_seconds: float
     retry_backoff_max_seconds: float
+    order_wait_seconds: float
 
     @property
     def dead_letters(self) -> str:
