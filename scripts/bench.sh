@@ -5,7 +5,7 @@
 #
 # Kafka: local-up starts the Kafka-protocol broker on BROKER_URL (default localhost:9092).
 # RabbitMQ: the server at BROKER_URL (default amqp://guest:guest@localhost:5672/), or a node
-# local-up starts itself when none answers there. USER_PORT and the other ports, and
+# local-up starts itself when none answers there. USER_URL and the other <NAME>_URLs, and
 # BENCH_ARGS (e.g. "--events 5000 --rate 50"), pass through.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}

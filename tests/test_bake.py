@@ -14,6 +14,20 @@ OTHER_BROKER_WORDS = {
     "kafka": re.compile(r"rabbit|aio_pika|aio-pika|amqp", re.IGNORECASE),
     "rabbitmq": re.compile(r"kafka|tansu|calfkit", re.IGNORECASE),
 }
+# The other broker's client, imported.
+OTHER_BROKER_IMPORTS = {
+    "kafka": re.compile(r"^\s*(import|from) (aio_pika|faststream\.rabbit)\b", re.MULTILINE),
+    "rabbitmq": re.compile(r"^\s*(import|from) (aiokafka|faststream\.kafka)\b", re.MULTILINE),
+}
+# Each file of one broker only, with `{broker}` for its name (hooks/post_gen_project.py).
+PER_BROKER = [
+    "libs/eventkit/src/eventkit/transports/{broker}.py",
+    "libs/eventkit/tests/test_transport_{broker}.py",
+    "scripts/local_broker_{broker}.py",
+]
+# eventkit sits beside every adapter: it may name each broker (settings.BROKER, its local
+# default URLs, the contract test of every adapter), as long as it does not import the other.
+BROKER_NEUTRAL = "libs/eventkit/"
 
 
 def files(root: Path) -> list[Path]:
@@ -24,7 +38,9 @@ def test_default_answers_bake_a_kafka_project(tmp_path: Path) -> None:
     result = bake(tmp_path)
     assert result.returncode == 0, result.stderr
     project = tmp_path / "fanout_demo"
-    assert (project / "libs/eventkit/src/eventkit/broker.py").read_text().count("KafkaBroker") > 0
+    adapter = project / "libs/eventkit/src/eventkit/transports/kafka.py"
+    assert adapter.read_text().count("KafkaBroker") > 0
+    assert not (project / "libs/eventkit/src/eventkit/transports/rabbitmq.py").exists()
 
 
 # `{{` that is not Jinja: GitHub Actions expressions `${{ ... }}` in workflows, and Grafana's
@@ -54,15 +70,22 @@ def test_no_template_syntax_is_left(baked: Path) -> None:
 
 def test_only_the_chosen_brokers_code_is_generated(baked: Path) -> None:
     broker = "kafka" if baked.name.startswith("kafka") else "rabbitmq"
-    mentions = [
-        f"{p.relative_to(baked)}: {match.group(0)}"
-        for p in files(baked)
-        if (match := OTHER_BROKER_WORDS[broker].search(p.read_text(errors="replace")))
-    ]
+    other = {"kafka": "rabbitmq", "rabbitmq": "kafka"}[broker]
+    mentions = []
+    for p in files(baked):
+        relative, text = p.relative_to(baked).as_posix(), p.read_text(errors="replace")
+        if relative.startswith(BROKER_NEUTRAL):
+            match = OTHER_BROKER_IMPORTS[broker].search(text) if "/src/" in relative else None
+        else:
+            match = OTHER_BROKER_WORDS[broker].search(text)
+        if match:
+            mentions.append(f"{relative}: {match.group(0).strip()}")
     assert mentions == []
-    for name in ("libs/eventkit/src/eventkit/broker.py", "scripts/local_broker.py"):
-        assert (baked / name).exists()
-    assert not [p for p in files(baked) if re.search(r"_(kafka|rabbitmq)\.py$", p.name)]
+    for pattern in PER_BROKER:
+        assert (baked / pattern.format(broker=broker)).exists(), pattern
+        assert not (baked / pattern.format(broker=other)).exists(), pattern
+    leftovers = [p for p in files(baked) if re.search(rf"_{other}\.py$", p.name)]
+    assert leftovers == [], "the other broker's files were generated"
 
 
 def test_generated_tree_passes_ruff(baked: Path) -> None:

@@ -16,10 +16,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import BROKERS, POSTGRES_URL, clean_env, free_port, run, summary_line, wait_for
+from conftest import (
+    BROKERS,
+    POSTGRES_URL,
+    clean_env,
+    local_stack_env,
+    roster_names,
+    run,
+    summary_line,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
-SERVICES = ["user", "notification", "analytics", "billing"]
 RABBIT_HOST_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@localhost:5672")
 
 
@@ -41,21 +49,23 @@ def rabbit_vhost() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest) -> Iterator[str]:
-    """DATABASE_URL for local-up: SQLite files under var/, or fresh PostgreSQL databases."""
+def database(request: pytest.FixtureRequest, installed: Path) -> Iterator[str]:
+    """DATABASE_URL for local-up: SQLite files under var/, or fresh PostgreSQL databases,
+    one for each service of the project's roster."""
     if request.param == "sqlite":
         yield ""
         return
+    services = roster_names(installed)
     psql = shutil.which("psql")
     if psql is None:
         pytest.fail("psql not found: the PostgreSQL variant creates its databases with it")
     prefix = f"e2e_{uuid.uuid4().hex[:8]}"
     server = POSTGRES_URL.rsplit("/", 1)[0].replace("+asyncpg", "")
     admin = [psql, f"{server}/postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c"]
-    for name in SERVICES:
+    for name in services:
         run([*admin, f'CREATE DATABASE "{prefix}_{name}"'], cwd=Path.cwd())
     yield f"{POSTGRES_URL.rsplit('/', 1)[0]}/{prefix}_{{service}}"
-    for name in SERVICES:
+    for name in services:
         subprocess.run(
             [*admin, f'DROP DATABASE IF EXISTS "{prefix}_{name}" WITH (FORCE)'],
             capture_output=True,
@@ -64,17 +74,12 @@ def database(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def stack_env(installed: Path, database: str, request: pytest.FixtureRequest) -> dict[str, str]:
-    """Free ports for the four services, a broker URL and databases of this run's own."""
+    """Free ports for every service, a broker URL and databases of this run's own."""
     shutil.rmtree(installed / "var", ignore_errors=True)
-    env = {f"{name.upper()}_PORT": str(free_port()) for name in SERVICES}
-    env |= {f"{n.upper()}_URL": f"http://127.0.0.1:{env[f'{n.upper()}_PORT']}" for n in SERVICES}
-    env["DATABASE_URL"] = database
-    if broker_of(installed) == "kafka":
-        env["BROKER_URL"] = f"127.0.0.1:{free_port()}"
-    else:
-        vhost = request.getfixturevalue("rabbit_vhost")
-        env["BROKER_URL"] = f"{RABBIT_HOST_URL}/{vhost}"
-    return env
+    broker_url = None  # Kafka: a broker of local-up's own, on a free port
+    if broker_of(installed) == "rabbitmq":
+        broker_url = f"{RABBIT_HOST_URL}/{request.getfixturevalue('rabbit_vhost')}"
+    return local_stack_env(installed, broker_url=broker_url, database=database)
 
 
 def test_generated_project_passes_its_own_tests(installed: Path) -> None:
@@ -118,7 +123,7 @@ def test_local_stack_end_to_end(installed: Path, stack_env: dict[str, str]) -> N
     try:
         run(["make", "local-up"], cwd=installed, env=stack_env, timeout=180)
         started = supervisor_pids(installed)
-        assert set(SERVICES) <= set(started), started
+        assert set(roster_names(installed)) <= set(started), started
 
         e2e = run(["make", "e2e"], cwd=installed, env=stack_env, timeout=300)
         summary = summary_line(e2e.stdout)
@@ -170,15 +175,9 @@ def test_fault_suite_against_a_broker_local_up_owns(
     tansu always; for RabbitMQ a node it starts itself because nothing answers at BROKER_URL."""
     installed = project_for(broker, True)
     shutil.rmtree(installed / "var", ignore_errors=True)
-    env = {f"{name.upper()}_PORT": str(free_port()) for name in SERVICES}
-    env |= {f"{n.upper()}_URL": f"http://127.0.0.1:{env[f'{n.upper()}_PORT']}" for n in SERVICES}
-    if broker == "kafka":
-        env["BROKER_URL"] = f"127.0.0.1:{free_port()}"
-    else:
-        if not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
-            pytest.fail("rabbitmq-server is not installed; this test starts a node of its own")
-        env["BROKER_URL"] = f"amqp://guest:guest@localhost:{free_port()}/"
-    env["READY_TIMEOUT"] = "120"
+    if broker == "rabbitmq" and not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
+        pytest.fail("rabbitmq-server is not installed; this test starts a node of its own")
+    env = local_stack_env(installed) | {"READY_TIMEOUT": "120"}  # a broker of its own
     started: dict[str, int] = {}
     try:
         run(["make", "local-up"], cwd=installed, env=env, timeout=240)

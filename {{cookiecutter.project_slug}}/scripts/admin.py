@@ -4,21 +4,23 @@
     python scripts/admin.py replay billing     republish them all to their streams
     python scripts/admin.py rebuild analytics  rebuild its read model from the event feeds
 
-The service is found at <SERVICE>_URL (default localhost and its port); the token is
-ADMIN_TOKEN from the environment or from .env, as the services read it.
+SERVICE is any service of the roster that subscribes to something (it is they that keep
+dead letters and read models). It is found at <SERVICE>_URL (default: localhost and its
+roster port); the token is ADMIN_TOKEN from the environment or from .env, as the services
+read it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import httpx
 
+from contracts import ROSTER
 from eventkit.settings import admin_token
 
-PORTS = {"notification": 8002, "analytics": 8003, "billing": 8004}
+CONSUMERS = [spec.name for spec in ROSTER.consumers]
 CALLS = {
     "dlq": ("GET", "/dlq"),
     "replay": ("POST", "/dlq/replay"),
@@ -27,12 +29,12 @@ CALLS = {
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in CALLS or argv[1] not in PORTS:
-        print(f"usage: admin.py {'|'.join(CALLS)} {'|'.join(PORTS)}", file=sys.stderr)
+    if len(argv) != 2 or argv[0] not in CALLS or argv[1] not in CONSUMERS:
+        print(f"usage: admin.py {'|'.join(CALLS)} {'|'.join(CONSUMERS)}", file=sys.stderr)
         return 2
     call, service = argv
     method, path = CALLS[call]
-    base = os.environ.get(f"{service.upper()}_URL", f"http://localhost:{PORTS[service]}")
+    base = ROSTER.url(service)
     token = admin_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:

@@ -3,17 +3,17 @@
     python scripts/catalog.py           write docs/events.md           (make catalog)
     python scripts/catalog.py --check   exit 1 if docs/events.md is out of date (make test does)
 
-Event types, versions, fields and streams come from the registry in
-libs/eventkit/src/eventkit/events.py; producers from its PRODUCERS; subscribers from each
-service's app as it is wired (`create_app()` of services/<name>/src/<name>_service/main.py),
-so a new service under services/ shows up here once it subscribes to something.
+Event types, versions, fields and streams come from the event registry, `EVENTS` in
+libs/contracts/src/contracts/events.py; each stream's producer and subscribers from the
+roster, `ROSTER` in libs/contracts/src/contracts/roster.py. A service added to the roster
+shows up here once it subscribes to something.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
-import importlib
+import json
 import sys
 import types
 import typing
@@ -27,12 +27,16 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from eventkit.bus import InProcessTransport
+from contracts import EVENTS, ROSTER
 from eventkit.envelope import Envelope
-from eventkit.events import PRODUCERS, REGISTRY, STREAMS, UPCASTERS
+from eventkit.roster import ServiceSpec, dead_letter_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "docs" / "events.md"
+SNAPSHOT = ROOT / "libs" / "contracts" / "event-schemas.json"
+SNAPSHOT_VERSIONS: dict[str, dict[str, dict[str, Any]]] = (
+    json.loads(SNAPSHOT.read_text()) if SNAPSHOT.exists() else {}
+)
 NONE = "\N{EN DASH}"  # an empty table cell
 
 TYPE_NAMES: dict[object, str] = {
@@ -55,28 +59,6 @@ CONSTRAINTS = (
     ("max_length", "at most {} long"),
     ("pattern", "matches `{}`"),
 )
-
-
-def services() -> list[str]:
-    """Every service of the project: a folder under services/ with a `<name>_service` app."""
-    for src in sorted(ROOT.glob("services/*/src")):  # importable before `make install` too
-        if str(src) not in sys.path:
-            sys.path.append(str(src))
-    return sorted(
-        main.parent.name.removesuffix("_service")
-        for main in ROOT.glob("services/*/src/*_service/main.py")
-    )
-
-
-def subscriptions(service: str) -> list[str]:
-    """The streams `service` subscribes to, read from its app as `create_app()` wires it."""
-    main = importlib.import_module(f"{service}_service.main")
-    settings = importlib.import_module(f"{service}_service.settings")
-    # In-memory database and transport: building the app connects to nothing.
-    config = settings.Settings(DATABASE_URL="sqlite+aiosqlite://", ENVIRONMENT="development")
-    app = main.create_app(config, transport=InProcessTransport())
-    pipeline = app.state.kit.pipeline
-    return [] if pipeline is None else list(pipeline.consumer.handlers)
 
 
 def type_name(annotation: object) -> str:
@@ -127,19 +109,19 @@ def codes(names: list[str]) -> str:
     return ", ".join(f"`{n}`" for n in names) or NONE
 
 
+def names(specs: list[ServiceSpec]) -> str:
+    return ", ".join(spec.name for spec in specs)
+
+
 def render() -> str:
-    subscribed = {service: subscriptions(service) for service in services()}
-    subscribers = {
-        stream: [s for s, streams in subscribed.items() if stream in streams] for stream in STREAMS
-    }
     out = [
         "# Event catalog",
         "",
         "<!-- Written by scripts/catalog.py: do not edit; run `make catalog`. -->",
         "",
-        "Generated from the event registry (`libs/eventkit/src/eventkit/events.py`) and the",
-        "streams each service's app subscribes to. Run `make catalog` after changing either;",
-        "`make test` fails while this file is out of date.",
+        "Generated from the event registry (`libs/contracts/src/contracts/events.py`) and the",
+        "roster (`libs/contracts/src/contracts/roster.py`). Run `make catalog` after changing",
+        "either; `make test` fails while this file is out of date.",
         "",
         "## Streams",
         "",
@@ -149,11 +131,10 @@ def render() -> str:
         "| stream | producer | subscribers | events |",
         "| --- | --- | --- | --- |",
     ]
-    for stream in STREAMS:
-        events = [t.name for t in REGISTRY.values() if t.stream == stream]
-        producer = PRODUCERS.get(stream, NONE)
-        readers = ", ".join(subscribers[stream]) or NONE
-        out.append(f"| `{stream}` | {producer} | {readers} | {codes(events)} |")
+    for stream in ROSTER.streams:
+        events = [t.name for t in EVENTS.of_stream(stream)]
+        readers = names(ROSTER.subscribers(stream)) or NONE
+        out.append(f"| `{stream}` | {ROSTER.producer(stream).name} | {readers} | {codes(events)} |")
     out += [
         "",
         "## Services",
@@ -163,10 +144,10 @@ def render() -> str:
         "| service | publishes | subscribes to | dead letters |",
         "| --- | --- | --- | --- |",
     ]
-    for service, streams in subscribed.items():
-        published = [stream for stream, producer in PRODUCERS.items() if producer == service]
-        dlq = f"`dlq.{service}`" if streams else NONE
-        out.append(f"| {service} | {codes(published)} | {codes(streams)} | {dlq} |")
+    for spec in ROSTER.services:
+        dlq = f"`{dead_letter_stream(spec.name)}`" if spec.subscribes else NONE
+        published, subscribed = codes(list(spec.publishes)), codes(list(spec.subscribes))
+        out.append(f"| {spec.name} | {published} | {subscribed} | {dlq} |")
     out += [
         "",
         "## Envelope",
@@ -177,20 +158,39 @@ def render() -> str:
         "",
         "## Event types",
     ]
-    for event in REGISTRY.values():
-        older = sorted(v for (name, v) in UPCASTERS if name == event.name)
-        upcast = f"; versions {', '.join(map(str, older))} are upcast to it" if older else ""
+    for event in EVENTS:
+        older = sorted(v for (name, v) in EVENTS.upcasters if name == event.name)
+        upcast = ""
+        if older:
+            versions = "version {} is" if len(older) == 1 else "versions {} are"
+            upcast = f"; {versions.format(', '.join(map(str, older)))} upcast to it"
         out += [
             "",
             f"### {event.name}",
             "",
             f"Version {event.version}{upcast}. Stream `{event.stream}`, produced by "
-            f"{PRODUCERS.get(event.stream, NONE)}, received by "
-            f"{', '.join(subscribers[event.stream]) or 'no service yet'}.",
+            f"{ROSTER.producer(event.stream).name}, received by "
+            f"{names(ROSTER.subscribers(event.stream)) or 'no service yet'}.",
             "",
             *fields_table(event.schema),
+            *earlier_versions(event.name, event.version),
         ]
     return "\n".join(out) + "\n"
+
+
+def earlier_versions(name: str, current: int) -> list[str]:
+    """Each earlier version's fields, from the schema snapshot (make schema-check)."""
+    versions = SNAPSHOT_VERSIONS.get(name, {})
+    lines = []
+    for version in sorted((int(v) for v in versions if int(v) < current), reverse=True):
+        schema = versions[str(version)]
+        required = set(schema.get("required", []))
+        fields = ", ".join(
+            f"`{field}`" + ("" if field in required else " (optional)")
+            for field in schema.get("properties", {})
+        )
+        lines += ["", f"Version {version} had: {fields}."]
+    return lines
 
 
 def main(argv: list[str]) -> int:
@@ -212,8 +212,8 @@ def main(argv: list[str]) -> int:
         sys.stderr.writelines(diff)
         state = "out of date with" if CATALOG.exists() else "missing; it is generated from"
         print(
-            f"{CATALOG.relative_to(ROOT)} is {state} the event registry and the services'"
-            " subscriptions: run `make catalog` and commit the result",
+            f"{CATALOG.relative_to(ROOT)} is {state} the event registry and the roster:"
+            " run `make catalog` and commit the result",
             file=sys.stderr,
         )
         return 1

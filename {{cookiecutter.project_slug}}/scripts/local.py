@@ -1,17 +1,22 @@
-"""Run the broker and the four services as local processes under supervisord.
+"""Run the broker and every service of the roster as local processes under supervisord.
 
     python scripts/local.py up      start what is not running; return once every /ready is 200
     python scripts/local.py down    stop everything `up` started, and nothing else
     python scripts/local.py status
 
-Ports come from USER_PORT, NOTIFICATION_PORT, ANALYTICS_PORT, BILLING_PORT (defaults
-8001-8004); BROKER_URL passes through to the services. DATABASE_URL (default: a SQLite
-file per service under var/) may contain `{service}`, replaced by each service's name,
-e.g. postgresql+asyncpg://postgres@127.0.0.1/shop_{service}. Logs go to var/log/.
+The services are those of the roster (libs/contracts). Each listens on the port of its
+`<NAME>_URL` (USER_URL, BILLING_URL, ...) when that is set, else on its roster port, and
+every service is given every `<NAME>_URL`, so a rebuild finds the feeds it reads.
+BROKER_URL passes through to the services; the broker is scripts/local_broker_<kind>.py,
+where the kind is BROKER or the broker this project was generated for. DATABASE_URL
+(default: a SQLite file per service under var/) may contain `{service}`, replaced by each
+service's name, e.g. postgresql+asyncpg://postgres@127.0.0.1/shop_{service}. Logs go to
+var/log/.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -19,25 +24,41 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import ModuleType
+from urllib.parse import urlsplit
 
-import local_broker
+from contracts import ROSTER
+from eventkit.settings import shipped_broker
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 LOGS = VAR / "log"
 CONF = VAR / "supervisord.conf"
-SERVICES = {"user": 8001, "notification": 8002, "analytics": 8003, "billing": 8004}
 READY_TIMEOUT = float(os.environ.get("READY_TIMEOUT", "90"))
 
 
+def local_broker() -> ModuleType:
+    """scripts/local_broker_<kind>.py: how this machine runs the broker of that kind."""
+    kind = os.environ.get("BROKER") or shipped_broker()
+    try:
+        return importlib.import_module(f"local_broker_{kind}")
+    except ModuleNotFoundError:
+        sys.exit(f"local-up: no scripts/local_broker_{kind}.py: BROKER={kind} cannot run here")
+
+
+def url(service: str) -> str:
+    return ROSTER.url(service)
+
+
 def port(service: str) -> int:
-    return int(os.environ.get(f"{service.upper()}_PORT", SERVICES[service]))
+    """The port of `<NAME>_URL` when that is set, else the roster's."""
+    return urlsplit(url(service)).port or ROSTER.service(service).port
 
 
 def database_url(service: str) -> dict[str, str]:
     """DATABASE_URL may name `{service}`, so each service gets a database of its own."""
-    url = os.environ.get("DATABASE_URL", "")
-    return {"DATABASE_URL": url.replace("{service}", service)} if url else {}
+    value = os.environ.get("DATABASE_URL", "")
+    return {"DATABASE_URL": value.replace("{service}", service)} if value else {}
 
 
 def program(name: str, command: str, environment: dict[str, str] | None = None) -> str:
@@ -64,11 +85,8 @@ def program(name: str, command: str, environment: dict[str, str] | None = None) 
 
 
 def write_config() -> None:
-    programs = [program(name, cmd, env) for name, cmd, env in local_broker.programs(VAR)]
-    feeds = {
-        "USER_SERVICE_URL": f"http://127.0.0.1:{port('user')}",
-        "BILLING_SERVICE_URL": f"http://127.0.0.1:{port('billing')}",
-    }
+    programs = [program(name, cmd, env) for name, cmd, env in local_broker().programs(VAR)]
+    urls = {spec.url_setting: url(spec.name) for spec in ROSTER.services}
     programs += [
         program(
             name,
@@ -76,11 +94,11 @@ def write_config() -> None:
             {
                 "PORT": str(port(name)),
                 "TRACES_FILE": str(VAR / "traces" / f"{name}.jsonl"),
-                **feeds,
+                **urls,
                 **database_url(name),
             },
         )
-        for name in SERVICES
+        for name in ROSTER.names
     ]
     CONF.write_text(
         "\n\n".join(
@@ -123,9 +141,9 @@ def up() -> int:
     return wait_ready()
 
 
-def ready(url: str) -> tuple[bool, str]:
+def ready(address: str) -> tuple[bool, str]:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(address, timeout=2) as response:
             return response.status == 200, ""
     except urllib.error.HTTPError as exc:
         return False, exc.read().decode(errors="replace")
@@ -135,7 +153,7 @@ def ready(url: str) -> tuple[bool, str]:
 
 def wait_ready() -> int:
     deadline = time.monotonic() + READY_TIMEOUT
-    waiting = {name: f"http://127.0.0.1:{port(name)}/ready" for name in SERVICES}
+    waiting = {name: f"{url(name)}/ready" for name in ROSTER.names}
     reasons: dict[str, str] = {}
     while waiting and time.monotonic() < deadline:
         crashed = [
@@ -147,14 +165,14 @@ def wait_ready() -> int:
             reasons |= {name: "its process exited" for name in crashed}
             waiting |= {name: "" for name in crashed}
             break
-        for name, url in list(waiting.items()):
-            ok, reasons[name] = ready(url)
+        for name, address in list(waiting.items()):
+            ok, reasons[name] = ready(address)
             if ok:
                 del waiting[name]
         if waiting:
             time.sleep(0.3)
     if not waiting:
-        print("local stack ready: " + ", ".join(f"{n} :{port(n)}" for n in SERVICES))
+        print("local stack ready: " + ", ".join(f"{n} :{port(n)}" for n in ROSTER.names))
         return 0
     print(f"local-up: not ready: {', '.join(waiting)}", file=sys.stderr)
     print(ctl("status").stdout, file=sys.stderr)

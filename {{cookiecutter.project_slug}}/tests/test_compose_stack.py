@@ -10,7 +10,7 @@ from typing import Any
 import docker
 import pytest
 
-from eventkit import broker
+from eventkit import ServiceSettings
 
 
 class FakeContainer:
@@ -36,9 +36,10 @@ class FakeContainers:
         self.client = client
 
     def list(self, **kwargs: Any) -> list[FakeContainer]:
+        """Containers that carry every label of the filter, as the Docker API answers."""
         self.client.log.append(("list", repr(kwargs)))
-        service = kwargs["filters"]["label"].removeprefix("com.docker.compose.service=")
-        return [c for c in self.client.all if c.labels["com.docker.compose.service"] == service]
+        wanted = [label.split("=", 1) for label in kwargs["filters"]["label"]]
+        return [c for c in self.client.all if all(c.labels.get(k) == v for k, v in wanted)]
 
 
 class FakeClient:
@@ -66,7 +67,7 @@ def drivers(request: pytest.FixtureRequest) -> ModuleType:
 
 def test_steps_act_on_every_container_of_the_named_service(drivers: ModuleType) -> None:
     client = FakeClient("analytics-1", "analytics-2", "billing-1")
-    stack = drivers.ComposeStack(client)
+    stack = drivers.ComposeStack(client, "shop")
     stack.stop("analytics")
     stack.start("analytics")
     stack.restart("billing")
@@ -77,15 +78,13 @@ def test_steps_act_on_every_container_of_the_named_service(drivers: ModuleType) 
         ("analytics-2", "start"),
         ("billing-1", "restart"),
     ]
-    assert (
-        "list",
-        "{'all': True, 'filters': {'label': 'com.docker.compose.service=billing'}}",
-    ) in (client.log)
+    labels = ["com.docker.compose.service=billing", "com.docker.compose.project=shop"]
+    assert ("list", repr({"all": True, "filters": {"label": labels}})) in client.log
 
 
 def test_kill_is_sigkill_then_a_start_as_supervisord_would(drivers: ModuleType) -> None:
     client = FakeClient("analytics-1")
-    drivers.ComposeStack(client).kill("analytics")
+    drivers.ComposeStack(client, "shop").kill("analytics")
     assert client.calls() == [
         ("analytics-1", "kill", "signal=SIGKILL"),
         ("analytics-1", "wait", "timeout=60"),
@@ -94,9 +93,9 @@ def test_kill_is_sigkill_then_a_start_as_supervisord_would(drivers: ModuleType) 
 
 
 def test_broker_down_pauses_the_broker_and_always_unpauses_it(drivers: ModuleType) -> None:
-    kind = broker.BROKER_KIND
+    kind = ServiceSettings(SERVICE_NAME="tests", PORT=0).broker
     client = FakeClient(f"{kind}-1", "user-1")
-    stack = drivers.ComposeStack(client)
+    stack = drivers.ComposeStack(client, "shop")
     assert stack.broker() == kind
     with stack.broker_down():
         assert client.calls() == [(f"{kind}-1", "pause")]
@@ -108,16 +107,31 @@ def test_broker_down_pauses_the_broker_and_always_unpauses_it(drivers: ModuleTyp
 
 
 def test_a_service_without_containers_fails_clearly(drivers: ModuleType) -> None:
-    stack = drivers.ComposeStack(FakeClient("user-1"))
+    stack = drivers.ComposeStack(FakeClient("user-1"), "shop")
     with pytest.raises(pytest.fail.Exception, match="no container of compose service 'billing'"):
         stack.restart("billing")
 
 
-def test_compose_project_name_picks_one_project(drivers: ModuleType) -> None:
+def test_steps_act_only_on_the_containers_of_its_compose_project(drivers: ModuleType) -> None:
     client = FakeClient("user-1")
     client.all.append(FakeContainer(client.log, "user-1-other", project="other"))
     drivers.ComposeStack(client, project="other").stop("user")
     assert client.calls() == [("user-1-other", "stop")]
+    with pytest.raises(pytest.fail.Exception, match="compose project 'elsewhere'"):
+        drivers.ComposeStack(client, project="elsewhere").stop("user")
+
+
+def test_the_compose_project_defaults_to_the_one_compose_names(
+    drivers: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("COMPOSE_PROJECT_NAME", raising=False)
+    root = tmp_path / "My_Shop"
+    root.mkdir()
+    assert drivers.compose_project(root) == "my_shop"  # the directory, lowercased
+    (root / "docker-compose.yml").write_text("# the stack\nname: shop\nservices: {}\n")
+    assert drivers.compose_project(root) == "shop"  # the compose file's own name
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", "staging")
+    assert drivers.compose_project(root) == "staging"
 
 
 def test_stack_env_selects_the_driver(

@@ -7,8 +7,10 @@ import uuid
 import httpx
 import pytest
 
+from contracts import ROSTER
 
-@pytest.mark.parametrize("name", ["user", "notification", "analytics", "billing"])
+
+@pytest.mark.parametrize("name", ROSTER.names)
 def test_platform_endpoints(clients: dict[str, httpx.Client], name: str) -> None:
     client = clients[name]
     assert client.get("/health").json() == {"status": "ok"}

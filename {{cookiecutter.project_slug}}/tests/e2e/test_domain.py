@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from contracts import USER_EVENTS
 from eventkit.testing import WaitTimeout, wait_until
 
 TIMEOUT = 60.0
@@ -221,5 +222,5 @@ def test_scenario_read_models_agree_with_the_sources_and_rebuild_equals_live(
     for service in (analytics, billing, notification):
         response = service.post("/admin/rebuild")
         assert response.status_code == 200, response.text
-        assert response.json()["replayed"]["user.events"] >= 50 + 20 + 10 + 5
+        assert response.json()["replayed"][USER_EVENTS] >= 50 + 20 + 10 + 5
     assert (stats(analytics), billing_view(), notification_view()) == live

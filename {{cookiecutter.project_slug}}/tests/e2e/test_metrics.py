@@ -1,5 +1,5 @@
-"""/metrics shows each hop: published by the user service, consumed and dead-lettered by
-each consumer."""
+"""/metrics shows each hop: published by the user stream's producer, consumed and
+dead-lettered by each service that reads it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 
+from contracts import ROSTER, USER_EVENTS
 from eventkit.testing import wait_until
 
-CONSUMERS = ["notification", "analytics", "billing"]
+PRODUCER = ROSTER.producer(USER_EVENTS).name
+CONSUMERS = [spec.name for spec in ROSTER.subscribers(USER_EVENTS)]
 
 
 def total(client: httpx.Client, metric: str) -> float:
@@ -30,9 +32,9 @@ def test_metrics_count_published_consumed_and_dead_lettered(
     new_user("metered")
     publish_raw((f"poison {uuid.uuid4().hex}".encode(), "m"))
     wait_until(
-        lambda: total(clients["user"], "eventkit_events_published_total") > 0,
+        lambda: total(clients[PRODUCER], "eventkit_events_published_total") > 0,
         timeout=30,
-        what="the user service to count a published event",
+        what=f"{PRODUCER} to count a published event",
     )
     for name in CONSUMERS:
         client = clients[name]

@@ -1,4 +1,4 @@
-"""One sign-up is one trace: the user service, its publish, and all three consumers.
+"""One sign-up is one trace: the user service, its publish, and every consumer of the stream.
 
 Spans are read from var/traces/<service>.jsonl, which the services of `make local-up`
 write (TRACES_FILE); under docker compose send them to an OTLP backend instead.
@@ -15,8 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from contracts import ROSTER, USER_EVENTS
 from eventkit.testing import wait_until
 
+PRODUCER = ROSTER.producer(USER_EVENTS).name
+CONSUMERS = {spec.name for spec in ROSTER.subscribers(USER_EVENTS)}
+PUBLISH, PROCESS = f"publish {USER_EVENTS}", f"process {USER_EVENTS}"
 TRACES = Path(__file__).resolve().parents[2] / "var" / "traces"
 
 
@@ -31,7 +35,9 @@ def spans_of(trace_id: str) -> list[dict[str, Any]]:
     return found
 
 
-def test_one_sign_up_is_one_trace_across_all_four_services(user: httpx.Client) -> None:
+def test_one_sign_up_is_one_trace_across_the_producer_and_every_consumer(
+    user: httpx.Client,
+) -> None:
     if not TRACES.is_dir():
         pytest.skip(f"no spans at {TRACES}: this stack was not started by `make local-up`")
     trace_id = secrets.token_hex(16)
@@ -45,15 +51,15 @@ def test_one_sign_up_is_one_trace_across_all_four_services(user: httpx.Client) -
 
     def consumers_done() -> list[dict[str, Any]] | None:
         spans = spans_of(trace_id)
-        consumed = {s["service"] for s in spans if s["name"] == "process user.events"}
-        return spans if consumed == {"notification", "analytics", "billing"} else None
+        consumed = {s["service"] for s in spans if s["name"] == PROCESS}
+        return spans if consumed == CONSUMERS else None
 
     spans = wait_until(consumers_done, timeout=30, what=f"spans of trace {trace_id}")
     by_id = {s["span_id"]: s for s in spans}
-    [publish] = [s for s in spans if s["name"] == "publish user.events"]
-    assert publish["service"] == "user"
-    assert {s["service"] for s in spans} == {"user", "notification", "analytics", "billing"}
-    for process in (s for s in spans if s["name"] == "process user.events"):
+    [publish] = [s for s in spans if s["name"] == PUBLISH]
+    assert publish["service"] == PRODUCER
+    assert {s["service"] for s in spans} == {PRODUCER, *CONSUMERS}
+    for process in (s for s in spans if s["name"] == PROCESS):
         assert process["kind"] == "CONSUMER"
         assert process["parent_id"] == publish["span_id"], "a consumer span lost its parent"
     # The publish span descends from the HTTP request that wrote the event.

@@ -3,23 +3,25 @@
 
 Each simulated user signs people up, renames them, changes their email, invoices them,
 reads the billing accounts, notifications and analytics, and now and then deactivates one.
-The services are found through USER_URL, NOTIFICATION_URL, ANALYTICS_URL and BILLING_URL
-(default: localhost ports 8001-8004).
+Each service of the roster (libs/contracts) is found at its `<NAME>_URL` (USER_URL,
+BILLING_URL, ...; default: localhost at its roster port).
 
 Besides the HTTP calls, locust's statistics get a row `FANOUT fanout_lag`: for one sign-up in
 FANOUT_SAMPLE (default 10), the time from the 201 of `POST /users` until the user is visible
-in all three read models, polled in a greenlet of its own every FANOUT_POLL_MS (default 20),
-or every tenth of the time waited once that is longer (at most every 250 ms):
+in the read model of every service that subscribes to the user stream, polled in a greenlet
+of its own every FANOUT_POLL_MS (default 20), or every tenth of the time waited once that is
+longer (at most every 250 ms):
 
 - billing: `GET /accounts/{id}` answers 200;
 - notification: `GET /notifications?user_id={id}` is not empty (the welcome email);
-- analytics keeps counters only, so no call asks it about one user. It counts as having the
-  user once its `eventkit_events_consumed_total{stream="user.events",type="UserCreated"}`
-  (on /metrics) has grown, since the test started, by at least as much as the user
-  service's `eventkit_events_published_total{stream="user.events",type="UserCreated"}` had
-  when billing or notification first showed the user. The user service publishes in commit
-  order, so that count includes the user, and a consumer applying the stream in order has
-  then applied it (where a stream is split into partitions: in order per partition).
+- any other (analytics, or a service added since) keeps counters only as far as this test
+  knows, so no call asks it about one user. It counts as having the user once its
+  `eventkit_events_consumed_total{stream="user.events",type="UserCreated"}` (on /metrics)
+  has grown, since the test started, by at least as much as the producer's
+  `eventkit_events_published_total{stream="user.events",type="UserCreated"}` had when
+  billing or notification first showed the user. The producer publishes in commit order,
+  so that count includes the user, and a consumer applying the stream in order has then
+  applied it (where a stream is split into partitions: in order per partition).
 
 A sign-up not visible everywhere within FANOUT_TIMEOUT seconds (default 30) is a failure of
 `fanout_lag`, so `make load` fails. The polling itself is not in the statistics.
@@ -42,16 +44,22 @@ from locust.contrib.fasthttp import FastHttpSession
 from locust.env import Environment
 from locust.event import EventHook
 
-SERVICES = {"user": 8001, "notification": 8002, "analytics": 8003, "billing": 8004}
+from contracts import ROSTER, USER_EVENTS
+
 FANOUT_SAMPLE = int(os.environ.get("FANOUT_SAMPLE", "10"))
 FANOUT_POLL = float(os.environ.get("FANOUT_POLL_MS", "20")) / 1000
 FANOUT_TIMEOUT = float(os.environ.get("FANOUT_TIMEOUT", "30"))
-STREAM, CREATED = "user.events", "UserCreated"
+STREAM, CREATED = USER_EVENTS, "UserCreated"
+PRODUCER = ROSTER.producer(STREAM).name
+READERS = [spec.name for spec in ROSTER.subscribers(STREAM)]
+# How to ask a read model whether it has one user; a reader without an entry is followed
+# through its counter.
+VIEWS = {"billing": "/accounts/{id}", "notification": "/notifications?user_id={id}"}
 SERIES = re.compile(r"^(\w+)\{([^}]*)\}\s+(\S+)", re.MULTILINE)
 
 
 def url(name: str) -> str:
-    return os.environ.get(f"{name.upper()}_URL", f"http://localhost:{SERVICES[name]}").rstrip("/")
+    return ROSTER.url(name)
 
 
 class FanoutTimeout(Exception):
@@ -67,7 +75,7 @@ class Probe:
             base_url=None, request_event=EventHook(), user=None, max_retries=3
         )
         self.published0 = 0
-        self.consumed0 = 0
+        self.consumed0: dict[str, int] = {}
 
     def counter(self, service: str, metric: str) -> int:
         response = self.http.get(f"{url(service)}/metrics")
@@ -83,22 +91,24 @@ class Probe:
         )
 
     def published(self) -> int:
-        """UserCreated events the user service has published since the test started."""
-        return self.counter("user", "eventkit_events_published_total") - self.published0
+        """UserCreated events the producer has published since the test started."""
+        return self.counter(PRODUCER, "eventkit_events_published_total") - self.published0
 
-    def consumed(self) -> int:
-        """UserCreated events analytics has applied since the test started."""
-        return self.counter("analytics", "eventkit_events_consumed_total") - self.consumed0
+    def consumed(self, service: str) -> int:
+        """UserCreated events `service` has applied since the test started."""
+        return self.counter(service, "eventkit_events_consumed_total") - self.consumed0[service]
 
     def baseline(self) -> None:
-        self.published0 = self.counter("user", "eventkit_events_published_total")
-        self.consumed0 = self.counter("analytics", "eventkit_events_consumed_total")
+        self.published0 = self.counter(PRODUCER, "eventkit_events_published_total")
+        self.consumed0 = {
+            name: self.counter(name, "eventkit_events_consumed_total")
+            for name in READERS
+            if name not in VIEWS
+        }
 
-    def in_billing(self, user_id: str) -> bool:
-        return self.http.get(f"{url('billing')}/accounts/{user_id}").status_code == 200
-
-    def in_notification(self, user_id: str) -> bool:
-        response = self.http.get(f"{url('notification')}/notifications?user_id={user_id}")
+    def shows(self, service: str, user_id: str) -> bool:
+        """Whether the read model of `service` (one with an entry in VIEWS) has the user."""
+        response = self.http.get(url(service) + VIEWS[service].format(id=user_id))
         return response.status_code == 200 and bool(response.json())
 
     def fanout(self, environment: Environment, user_id: str, created_at: float) -> None:
@@ -107,19 +117,21 @@ class Probe:
         target: int | None = None
         exception: Exception | None = None
         try:
-            while len(seen) < 3:
+            while len(seen) < len(READERS):
                 if time.perf_counter() - created_at > FANOUT_TIMEOUT:
-                    missing = sorted({"billing", "notification", "analytics"} - set(seen))
+                    missing = [name for name in READERS if name not in seen]
                     raise FanoutTimeout(f"not in {', '.join(missing)} after {FANOUT_TIMEOUT:g}s")
-                if "billing" not in seen and self.in_billing(user_id):
-                    seen["billing"] = time.perf_counter()
-                if "notification" not in seen and self.in_notification(user_id):
-                    seen["notification"] = time.perf_counter()
-                if target is None and seen:
+                for name in READERS:
+                    if name in VIEWS and name not in seen and self.shows(name, user_id):
+                        seen[name] = time.perf_counter()
+                if target is None and (seen or not set(VIEWS) & set(READERS)):
                     target = self.published()
-                if target is not None and "analytics" not in seen and self.consumed() >= target:
-                    seen["analytics"] = time.perf_counter()
-                if len(seen) < 3:  # a tenth of its age once that is longer: bounded load
+                for name in READERS:
+                    if name in VIEWS or name in seen or target is None:
+                        continue
+                    if self.consumed(name) >= target:
+                        seen[name] = time.perf_counter()
+                if len(seen) < len(READERS):  # a tenth of its age once that is longer
                     age = time.perf_counter() - created_at
                     gevent.sleep(min(0.25, max(FANOUT_POLL, age / 10)))
         except Exception as exc:  # a timeout, or a read model that failed to answer
@@ -156,7 +168,7 @@ class Person:
 class SignUpAndUse(FastHttpUser):
     """One client of the system: the people it signed up, and what it does with them."""
 
-    host = url("user")
+    host = url(PRODUCER)
     wait_time = between(0.5, 1.5)
 
     def on_start(self) -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,5 +47,17 @@ async def test_four_replicas_migrating_an_empty_database_at_once_all_come_up(
     database_url: str, tmp_path: Path
 ) -> None:
     location = service_without_tables(tmp_path)
-    await asyncio.gather(*(upgrade_async(database_url, location) for _ in range(4)))
+    # Separate processes, as replicas are (Alembic's context is one per process).
+    code = (
+        "import sys, pathlib; from eventkit.migrations import upgrade; "
+        "upgrade(sys.argv[1], pathlib.Path(sys.argv[2]))"
+    )
+    replicas = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, database_url, str(location), stderr=asyncio.subprocess.PIPE
+        )
+        for _ in range(4)
+    ]
+    results = [await asyncio.wait_for(p.communicate(), timeout=60) for p in replicas]
+    assert [p.returncode for p in replicas] == [0, 0, 0, 0], [err for _, err in results]
     assert "aggregate_positions" in await tables(database_url)

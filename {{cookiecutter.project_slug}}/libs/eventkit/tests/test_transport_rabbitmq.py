@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Mapping
 
 import aio_pika
+import pytest
 
 from eventkit.roster import dead_letter_stream, service_queue
 from eventkit.settings import LOCAL_BROKER_URLS, ServiceSettings
@@ -153,7 +154,11 @@ async def test_a_queue_whose_handlers_name_types_is_bound_to_those_only(
     await rabbit.start()
     try:
         for event_type in ("Wanted", "Unwanted", "AlsoWanted", "Unwanted"):
-            await rabbit.publish(stream, event_type.encode(), key="k", event_type=event_type)
+            if event_type == "Unwanted":  # no queue takes it: the broker hands it back
+                with pytest.raises(Exception, match=r"NO_ROUTE"):
+                    await rabbit.publish(stream, b"no", key="k", event_type=event_type)
+            else:
+                await rabbit.publish(stream, event_type.encode(), key="k", event_type=event_type)
         await async_wait_until(
             lambda: asyncio.sleep(0, len(received) >= 2), timeout=10, what="the wanted two"
         )
@@ -165,3 +170,54 @@ async def test_a_queue_whose_handlers_name_types_is_bound_to_those_only(
         queue = await channel.declare_queue(service_queue(service, stream), passive=True)
         assert queue.declaration_result.message_count == 0  # the unwanted were never routed here
     assert sorted(received) == [b"AlsoWanted", b"Wanted"]
+
+
+async def test_a_publish_no_queue_takes_fails_so_the_outbox_keeps_it(
+    rabbitmq_names: list[str],
+) -> None:
+    stream = f"test.{uuid.uuid4().hex[:8]}"
+    service = f"svc-{stream}"
+    rabbitmq_names += [stream, dead_letter_stream(service)]
+    publisher = transport(service)
+    publisher.declare_publisher(stream)  # no readers in its roster
+    await publisher.start()
+    try:
+        with pytest.raises(Exception, match=r"NO_ROUTE"):
+            await publisher.publish(stream, b"lost?", key="k", event_type="T")
+    finally:
+        await publisher.stop()
+
+
+async def test_readers_that_start_after_the_publisher_get_what_it_sent_before(
+    rabbitmq_names: list[str],
+) -> None:
+    stream = f"test.{uuid.uuid4().hex[:8]}"
+    publisher_name, reader_name = f"pub-{stream}", f"reader-{stream}"
+    rabbitmq_names += [
+        stream,
+        dead_letter_stream(publisher_name),
+        dead_letter_stream(reader_name),
+        service_queue(reader_name, stream),
+    ]
+    publisher = transport(publisher_name)
+    publisher.declare_publisher(stream, subscribers=[reader_name])
+    await publisher.start()
+    try:
+        for n in range(3):
+            await publisher.publish(stream, f"early{n}".encode(), key="k", event_type="T")
+    finally:
+        await publisher.stop()
+    reader, received = transport(reader_name), []
+
+    async def handler(body: bytes, headers: Mapping[str, str]) -> None:
+        received.append(body)
+
+    reader.subscribe(stream, handler)
+    await reader.start()
+    try:
+        await async_wait_until(
+            lambda: asyncio.sleep(0, len(received) >= 3), timeout=10, what="the early three"
+        )
+    finally:
+        await reader.stop()
+    assert received == [b"early0", b"early1", b"early2"]

@@ -77,7 +77,11 @@ class ServiceKit:
         self.replay_consumer = consumer(replay_subscriptions or subscriptions)
         self.read_models = list(read_models)
         for stream in self.spec.publishes:
-            self.transport.declare_publisher(stream, description=roster.events.describe(stream))
+            self.transport.declare_publisher(
+                stream,
+                description=roster.events.describe(stream),
+                subscribers=[spec.name for spec in roster.subscribers(stream)],
+            )
         self.connected = asyncio.Event()
         self.broker_up = False
         self._connector: asyncio.Task[None] | None = None

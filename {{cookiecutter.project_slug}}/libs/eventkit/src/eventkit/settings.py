@@ -47,8 +47,8 @@ class ServiceSettings(BaseSettings):
 
     BROKER: BrokerKind | None = Field(
         None,
-        description="kafka, rabbitmq or memory (one process alone); unset: the broker the "
-        "project was generated for.",
+        description="Unset: the broker the project was generated for; `memory`: one process "
+        "alone, no broker.",
     )
     BROKER_URL: str = Field(
         "", description="Unset: that broker on this machine (localhost:9092, or guest@localhost)."
@@ -72,7 +72,7 @@ class ServiceSettings(BaseSettings):
     )
     DEAD_LETTER_TOPIC: str | None = Field(
         None,
-        description="Where dead letters go (Kafka topic or RabbitMQ queue); unset: dlq.<service>.",
+        description="Where dead letters go (a topic or queue); unset: dlq.<service>.",
     )
     OUTBOX_POLL_SECONDS: float = Field(
         1.0, description="How often the relay looks for events a commit did not announce."
@@ -105,6 +105,9 @@ class ServiceSettings(BaseSettings):
     KAFKA_IDEMPOTENCE: bool = Field(
         False,
         description="Kafka: idempotent producer (real Kafka; the embedded broker refuses it).",
+    )
+    DEAD_LETTER_MAX_LENGTH: int = Field(
+        100_000, description="RabbitMQ: the most dead letters a dlq.<service> queue keeps."
     )
     PREFETCH_COUNT: int = Field(
         1,

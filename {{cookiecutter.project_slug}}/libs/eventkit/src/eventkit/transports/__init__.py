@@ -63,8 +63,15 @@ class Transport(Protocol):
     ) -> None:
         """Deliver the messages of `stream` (of `types`, if given) to `handler`; before start()."""
 
-    def declare_publisher(self, stream: str, *, description: str = "") -> None:
-        """This service publishes `stream`: make sure it exists, and document it (/asyncapi)."""
+    def declare_publisher(
+        self, stream: str, *, description: str = "", subscribers: Collection[str] = ()
+    ) -> None:
+        """This service publishes `stream`: make sure it exists, and document it (/asyncapi).
+
+        `subscribers` are the services that read it (from the roster): where the broker
+        keeps nothing for a reader that has never connected (RabbitMQ), their queues are
+        declared too, so nothing published before they first start is lost.
+        """
 
     async def start(self) -> None: ...
 

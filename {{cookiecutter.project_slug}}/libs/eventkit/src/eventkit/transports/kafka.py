@@ -112,7 +112,9 @@ class KafkaTransport:
 
         subscriber(on_message)
 
-    def declare_publisher(self, stream: str, *, description: str = "") -> None:
+    def declare_publisher(
+        self, stream: str, *, description: str = "", subscribers: Collection[str] = ()
+    ) -> None:
         self._topics.append(stream)
         self.broker.publisher(
             stream, title=f"{stream}:publish", description=description, schema=Envelope

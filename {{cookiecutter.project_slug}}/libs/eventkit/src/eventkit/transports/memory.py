@@ -53,7 +53,9 @@ class MemoryTransport:
 
         self.bus.subscribe(stream, deliver)
 
-    def declare_publisher(self, stream: str, *, description: str = "") -> None:
+    def declare_publisher(
+        self, stream: str, *, description: str = "", subscribers: Collection[str] = ()
+    ) -> None:
         return None
 
     async def start(self) -> None:

@@ -44,6 +44,8 @@ class RabbitMQConfig(DeliveryConfig):
     # Each unacknowledged delivery is handled as its own task, so with more than one in
     # flight one aggregate's events can be applied out of order. 1 keeps them in order.
     prefetch_count: int = default("PREFETCH_COUNT")
+    # The most dead letters the queue keeps; past it the oldest are dropped.
+    dead_letter_max_length: int = default("DEAD_LETTER_MAX_LENGTH")
 
     @property
     def dead_letters(self) -> str:
@@ -55,6 +57,7 @@ def config_from_settings(settings: ServiceSettings) -> RabbitMQConfig:
         url=settings.broker_url,
         service=settings.SERVICE_NAME,
         prefetch_count=settings.PREFETCH_COUNT,
+        dead_letter_max_length=settings.DEAD_LETTER_MAX_LENGTH,
         **delivery_from_settings(settings),
     )
 
@@ -67,6 +70,19 @@ def stream_exchange(stream: str) -> RabbitExchange:
     return RabbitExchange(stream, type=ExchangeType.TOPIC, durable=True)
 
 
+def consumer_queue(service: str, stream: str, routing_key: str = "#") -> RabbitQueue:
+    """`<service>.<stream>`: durable, dead-lettering into the service's dead letters."""
+    return RabbitQueue(
+        service_queue(service, stream),
+        durable=True,
+        routing_key=routing_key,
+        arguments={
+            "x-dead-letter-exchange": DLQ_EXCHANGE.name,
+            "x-dead-letter-routing-key": service,
+        },
+    )
+
+
 async def _raw_body(message: StreamMessage[Any]) -> bytes:
     return message.body
 
@@ -77,11 +93,20 @@ class RabbitMQTransport:
         self.broker = RabbitBroker(
             config.url,
             logger=None,
-            default_channel=Channel(prefetch_count=config.prefetch_count, publisher_confirms=True),
+            # A publish no queue takes comes back as an error (mandatory), so the relay keeps
+            # the row instead of marking a lost event sent.
+            default_channel=Channel(
+                prefetch_count=config.prefetch_count,
+                publisher_confirms=True,
+                on_return_raises=True,
+            ),
         )
         self._streams: list[str] = []
         # (queue, stream, routing key): the keys a queue takes beyond its first
         self._bindings: list[tuple[RabbitQueue, str, str]] = []
+        self._unbind_all: list[tuple[RabbitQueue, str]] = []
+        # (stream, service): the queues of the roster's readers of what this one publishes
+        self._readers: list[tuple[str, str]] = []
 
     def subscribe(
         self,
@@ -94,16 +119,10 @@ class RabbitMQTransport:
         self._streams.append(stream)
         # Bound with each event type the handlers take (routing key = type), else with `#`.
         keys = sorted(types) if types else ["#"]
-        queue = RabbitQueue(
-            service_queue(self.config.service, stream),
-            durable=True,
-            routing_key=keys[0],
-            arguments={
-                "x-dead-letter-exchange": DLQ_EXCHANGE.name,
-                "x-dead-letter-routing-key": self.config.service,
-            },
-        )
+        queue = consumer_queue(self.config.service, stream, routing_key=keys[0])
         self._bindings += [(queue, stream, key) for key in keys[1:]]
+        if types:  # a publisher may have bound `#` for it before it first started
+            self._unbind_all.append((queue, stream))
         subscriber = self.broker.subscriber(
             queue,
             stream_exchange(stream),
@@ -119,8 +138,11 @@ class RabbitMQTransport:
 
         subscriber(on_message)
 
-    def declare_publisher(self, stream: str, *, description: str = "") -> None:
+    def declare_publisher(
+        self, stream: str, *, description: str = "", subscribers: Collection[str] = ()
+    ) -> None:
         self._streams.append(stream)
+        self._readers += [(stream, service) for service in subscribers]
         self.broker.publisher(
             exchange=stream_exchange(stream),
             routing_key="#",
@@ -137,9 +159,26 @@ class RabbitMQTransport:
         for queue, stream, key in self._bindings:
             declared = await self.broker.declare_queue(queue)
             await declared.bind(stream, routing_key=key)
+        for queue, stream in self._unbind_all:
+            declared = await self.broker.declare_queue(queue)
+            await declared.unbind(stream, routing_key="#")
+        for stream, service in self._readers:
+            # A reader not running yet gets its queue bound to everything now; once it runs
+            # it binds what its handlers take (and drops `#` if they name types).
+            declared = await self.broker.declare_queue(consumer_queue(service, stream))
+            if declared.declaration_result.consumer_count == 0:
+                await declared.bind(stream, routing_key="#")
         exchange = await self.broker.declare_exchange(DLQ_EXCHANGE)
         queue = await self.broker.declare_queue(
-            RabbitQueue(self.config.dead_letters, durable=True, routing_key=self.config.service)
+            RabbitQueue(
+                self.config.dead_letters,
+                durable=True,
+                routing_key=self.config.service,
+                arguments={
+                    "x-max-length": self.config.dead_letter_max_length,
+                    "x-overflow": "drop-head",
+                },
+            )
         )
         await queue.bind(exchange, routing_key=self.config.service)
 
@@ -163,7 +202,7 @@ class RabbitMQTransport:
             exchange=stream_exchange(stream),
             routing_key=event_type,
             persist=True,
-            mandatory=False,
+            mandatory=True,
             content_type="application/json",
             message_type=event_type,
             headers={"aggregate-id": key, **(headers or {})},

