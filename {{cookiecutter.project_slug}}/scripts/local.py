@@ -12,6 +12,11 @@ where the kind is BROKER or the broker this project was generated for. DATABASE_
 (default: a SQLite file per service under var/) may contain `{service}`, replaced by each
 service's name, e.g. postgresql+asyncpg://postgres@127.0.0.1/shop_{service}. Logs go to
 var/log/.
+
+REPLICAS=N runs N processes of every service: replica k (from 0) is the program
+`<service>` (k = 0) or `<service>-<k>`, listening on the service's port + 100 * k, all on
+the service's one database; with PostgreSQL they share the work (the outbox relay, migrations
+and emails each take a lock), with SQLite keep 1. `up` starts whichever is not running.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ VAR = ROOT / "var"
 LOGS = VAR / "log"
 CONF = VAR / "supervisord.conf"
 READY_TIMEOUT = float(os.environ.get("READY_TIMEOUT", "90"))
+REPLICA_PORT_STEP = 100
 
 
 def local_broker() -> ModuleType:
@@ -53,6 +59,31 @@ def url(service: str) -> str:
 def port(service: str) -> int:
     """The port of `<NAME>_URL` when that is set, else the roster's."""
     return urlsplit(url(service)).port or ROSTER.service(service).port
+
+
+def replica_count() -> int:
+    value = os.environ.get("REPLICAS") or "1"
+    if not value.isdigit() or int(value) < 1:
+        sys.exit(f"local-up: REPLICAS={value!r}: give a whole number, 1 or more")
+    return int(value)
+
+
+def replicas(service: str) -> list[tuple[str, int]]:
+    """(program name, port) of each replica of `service`; the first keeps the base port."""
+    base = port(service)
+    return [
+        (service if k == 0 else f"{service}-{k}", base + REPLICA_PORT_STEP * k)
+        for k in range(replica_count())
+    ]
+
+
+def ready_urls() -> dict[str, str]:
+    host = {name: urlsplit(url(name)).hostname or "127.0.0.1" for name in ROSTER.names}
+    return {
+        program_name: f"http://{host[name]}:{replica_port}/ready"
+        for name in ROSTER.names
+        for program_name, replica_port in replicas(name)
+    }
 
 
 def database_url(service: str) -> dict[str, str]:
@@ -89,16 +120,17 @@ def write_config() -> None:
     urls = {spec.url_setting: url(spec.name) for spec in ROSTER.services}
     programs += [
         program(
-            name,
+            program_name,
             f"{sys.executable} -m {name}_service",
             {
-                "PORT": str(port(name)),
-                "TRACES_FILE": str(VAR / "traces" / f"{name}.jsonl"),
+                "PORT": str(replica_port),
+                "TRACES_FILE": str(VAR / "traces" / f"{program_name}.jsonl"),
                 **urls,
                 **database_url(name),
             },
         )
         for name in ROSTER.names
+        for program_name, replica_port in replicas(name)
     ]
     CONF.write_text(
         "\n\n".join(
@@ -132,6 +164,9 @@ def supervisord_running() -> bool:
 def up() -> int:
     LOGS.mkdir(parents=True, exist_ok=True)
     if supervisord_running():
+        write_config()  # REPLICAS may have changed: supervisord adds or drops programs
+        ctl("reread")
+        ctl("update")
         ctl("start", "all")
     else:
         write_config()
@@ -153,7 +188,7 @@ def ready(address: str) -> tuple[bool, str]:
 
 def wait_ready() -> int:
     deadline = time.monotonic() + READY_TIMEOUT
-    waiting = {name: f"{url(name)}/ready" for name in ROSTER.names}
+    waiting = ready_urls()
     reasons: dict[str, str] = {}
     while waiting and time.monotonic() < deadline:
         crashed = [
@@ -172,7 +207,8 @@ def wait_ready() -> int:
         if waiting:
             time.sleep(0.3)
     if not waiting:
-        print("local stack ready: " + ", ".join(f"{n} :{port(n)}" for n in ROSTER.names))
+        ready_at = [f"{name} :{p}" for n in ROSTER.names for name, p in replicas(n)]
+        print("local stack ready: " + ", ".join(ready_at))
         return 0
     print(f"local-up: not ready: {', '.join(waiting)}", file=sys.stderr)
     print(ctl("status").stdout, file=sys.stderr)

@@ -432,9 +432,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 @stream_imports@
 from @name@_service import projections
+from @name@_service.models import LastEvent
 from eventkit import Envelope, Subscriptions
 
-subscriptions = Subscriptions()
+subscriptions = Subscriptions(read_models=[LastEvent])
 '''
 
 HANDLER = """
@@ -452,6 +453,7 @@ from pydantic import BaseModel, ConfigDict
 
 from @name@_service.models import LastEvent
 from eventkit import Kit
+from eventkit.inputs import IdInPath
 
 router = APIRouter(tags=["@name@"])
 
@@ -466,7 +468,7 @@ class LastEventOut(BaseModel):
 
 
 @router.get("/aggregates/{aggregate_id}", response_model=LastEventOut)
-async def last_event(aggregate_id: str, kit: Kit) -> LastEventOut:
+async def last_event(aggregate_id: IdInPath, kit: Kit) -> LastEventOut:
     async with kit.db.sessions() as session:
         row = await session.get(LastEvent, aggregate_id)
     if row is None:
@@ -477,12 +479,10 @@ async def last_event(aggregate_id: str, kit: Kit) -> LastEventOut:
 APP = '''\
 """@Owner@ app: its routes, its subscribers and its read model."""
 
-from pathlib import Path
-
 from fastapi import FastAPI
 
-from @name@_service import api, handlers
-from @name@_service.models import LastEvent
+from @name@_service.api import router
+from @name@_service.handlers import subscriptions
 from @name@_service.settings import Settings
 from contracts import ROSTER
 from eventkit import create_service
@@ -491,16 +491,8 @@ from eventkit.transports import Transport
 
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
     """The service; its tests pass a database and a transport of their own."""
-    return create_service(
-        settings or Settings(),
-        ROSTER,
-        title="@name@ service",
-        subscriptions=handlers.subscriptions,
-        routers=[api.router],
-        migrations=Path(__file__).parent / "migrations",
-        read_models=[LastEvent],
-        transport=transport,
-    )
+    settings = settings or Settings()
+    return create_service(settings, ROSTER, [router], subscriptions, transport=transport)
 '''
 
 MIGRATIONS_ENV = '''\

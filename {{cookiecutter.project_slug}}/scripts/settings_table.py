@@ -37,9 +37,9 @@ def row(name: str, field: FieldInfo, where: str) -> str:
 
 
 def for_this_broker(field: FieldInfo) -> bool:
-    """Settings of the broker this project does not use stay out of its README."""
-    other = {"kafka": "RabbitMQ:", "rabbitmq": "Kafka:"}.get(shipped_broker(), "")
-    return not (other and (field.description or "").startswith(other))
+    """Settings of a broker this project does not use stay out of its README."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return extra.get("broker", shipped_broker()) == shipped_broker()
 
 
 def table() -> str:

@@ -1,11 +1,13 @@
 """Dead letters, their replay, rebuilds and the admin token, on a small service of its own."""
 
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import String, select
+from sqlalchemy import String, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -14,12 +16,15 @@ from eventkit import (
     InvalidEvent,
     ServiceSettings,
     Subscriptions,
+    add_to_outbox,
     create_service,
     new_event,
 )
 from eventkit import rebuild as rebuild_module
 from eventkit.db import Base
 from eventkit.dead_letters import DeadLetter
+from eventkit.inbox import ProcessedEvent
+from eventkit.outbox import OutboxMessage
 from eventkit.testing import deliver, running
 from eventkit.transports.memory import MemoryConfig, MemoryTransport
 from sample_domain import THINGS, happened, things_roster, vanished
@@ -43,7 +48,7 @@ class Switch:
 
 
 def build(settings: Settings, transport: MemoryTransport, switch: Switch) -> Any:
-    subscriptions = Subscriptions()
+    subscriptions = Subscriptions(read_models=[Seen])
 
     @subscriptions.on_message(THINGS)
     async def on_thing(event: Envelope, session: AsyncSession) -> None:
@@ -61,7 +66,6 @@ def build(settings: Settings, transport: MemoryTransport, switch: Switch) -> Any
         title="probe",
         subscriptions=subscriptions,
         transport=transport,
-        read_models=[Seen],
     )
 
 
@@ -222,3 +226,30 @@ async def test_publish_message_takes_a_dict_or_an_envelope(probe: httpx.AsyncCli
     assert await seen(probe) == {"d1": "Vanished"}
     with pytest.raises(InvalidEvent, match="unknown event type 'Nope'"):
         await kit.publish_message(THINGS, {"type": "Nope", "data": {}})
+
+
+async def test_retention_prunes_old_inbox_and_sent_outbox_rows(
+    database_url: str, transport: MemoryTransport, switch: Switch
+) -> None:
+    settings = Settings(
+        DATABASE_URL=database_url, INBOX_RETENTION_SECONDS=3600, OUTBOX_RETENTION_SECONDS=3600
+    )
+    async with running(build(settings, transport, switch)) as client:
+        kit = client._transport.app.state.kit  # type: ignore[attr-defined]
+        await deliver(transport, THINGS, happened("fresh"))
+        long_ago = datetime.now(UTC) - timedelta(hours=2)
+        async with kit.transaction() as session:
+            session.add(
+                ProcessedEvent(
+                    event_id=str(uuid.uuid4()),
+                    event_type="Happened",
+                    stream=THINGS,
+                    processed_at=long_ago,
+                )
+            )
+            add_to_outbox(session, THINGS, happened("old"))
+        async with kit.db.transaction() as session:
+            await session.execute(update(OutboxMessage).values(sent_at=long_ago))
+        assert await kit.prune() == {"inbox": 1, "outbox": 1}
+        async with kit.db.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(ProcessedEvent)) == 1

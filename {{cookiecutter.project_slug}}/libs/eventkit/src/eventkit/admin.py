@@ -79,11 +79,14 @@ async def rebuild_read_model(kit: Kit) -> dict[str, Any]:
     """Empty this service's read model and inbox, and replay every event it subscribes to."""
     if kit.consumer is None or kit.replay_consumer is None:
         raise HTTPException(404, detail="this service keeps no read model")
-    replayed = await rebuild(
-        kit.consumer,
-        kit.replay_consumer,
-        kit.read_models,
-        kit.feed_urls(),
-        kit.settings.ADMIN_TOKEN,
-    )
+    if kit.rebuilding.locked():
+        raise HTTPException(409, detail="a rebuild is already running; try again when it ends")
+    async with kit.rebuilding:
+        replayed = await rebuild(
+            kit.consumer,
+            kit.replay_consumer,
+            kit.read_models,
+            kit.feed_urls(),
+            kit.settings.ADMIN_TOKEN,
+        )
     return {"replayed": replayed}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,27 +25,31 @@ from eventkit.transports import Transport
 def create_service(
     settings: ServiceSettings,
     roster: Roster,
-    *,
-    title: str,
     routers: Sequence[APIRouter] = (),
     subscriptions: Subscriptions | None = None,
+    *,
+    title: str | None = None,
     transport: Transport | None = None,
     replay_subscriptions: Subscriptions | None = None,
-    read_models: Sequence[type[Any]] = (),
     migrations: Path | None = None,
     workers: Sequence[Worker] = (),
 ) -> FastAPI:
-    """The service's app. A consumer gets /dlq and /admin/rebuild; a publisher gets /events."""
+    """The service's app. A consumer gets /dlq and /admin/rebuild; a publisher gets /events.
+
+    By default the title is "<name> service" and the migrations are the `migrations`
+    folder beside the module of the settings class (`<name>_service/migrations`); with no
+    such folder (eventkit's own tests), the tables are created directly.
+    """
     configure_logging(settings.SERVICE_NAME, settings.LOG_LEVEL)
     tracing.setup(settings.SERVICE_NAME, settings.TRACES_FILE)
+    title = title or f"{settings.SERVICE_NAME} service"
     kit = ServiceKit(
         settings,
         roster,
         subscriptions,
         transport,
         replay_subscriptions,
-        read_models,
-        migrations,
+        migrations or migrations_beside(settings),
         workers,
     )
 
@@ -65,6 +70,12 @@ def create_service(
     for router in routers:
         app.include_router(router)
     return app
+
+
+def migrations_beside(settings: ServiceSettings) -> Path | None:
+    module = sys.modules[type(settings).__module__]
+    folder = Path(module.__file__ or ".").parent / "migrations"
+    return folder if (folder / "env.py").exists() else None
 
 
 def _platform_routes(title: str) -> APIRouter:

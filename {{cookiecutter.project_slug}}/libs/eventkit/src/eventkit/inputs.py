@@ -1,7 +1,7 @@
 """Input types every service's API uses, so any input gets a 4xx naming it, never a 5xx.
 
 Text rejects control characters (NUL breaks PostgreSQL; CR/LF and line separators break
-email headers); numbers are bounded; lists are pages (`limit`, `after`).
+mail and log headers); numbers are bounded; lists are pages (`limit`, `after`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 NO_CONTROL_CHARACTERS = "^[^\x00-\x1f\x7f\u2028\u2029]*$"
-BIGINT = 2**63 - 1
+# Positions and ids are INTEGER columns: a larger number is a 422, not a database error.
+MAX_POSITION = 2**31 - 1
 
 
 def text(*, min_length: int = 0, max_length: int, **extra: Any) -> Any:
@@ -25,15 +26,17 @@ def text(*, min_length: int = 0, max_length: int, **extra: Any) -> Any:
     )
 
 
-# An id in a path: `/users/{user_id}`.
+# An id in a path: `/things/{thing_id}`.
 IdInPath = Annotated[str, Path(min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS)]
-# An id in a query: `?user_id=`.
+# An id in a query: `?thing_id=`.
 IdInQuery = Annotated[
     str | None, Query(min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS)
 ]
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many items.")]
 DEFAULT_LIMIT = 100
-PositionAfter = Annotated[int, Query(ge=0, le=BIGINT, description="Continue after this position.")]
+PositionAfter = Annotated[
+    int, Query(ge=0, le=MAX_POSITION, description="Continue after this position.")
+]
 IdAfter = Annotated[
     str | None,
     Query(max_length=100, pattern=NO_CONTROL_CHARACTERS, description="Continue after this id."),

@@ -12,14 +12,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit.consumer import Consumer, RetryPolicy
 from eventkit.db import Database
 from eventkit.envelope import Envelope
+from eventkit.inbox import ProcessedEvent
 from eventkit.metrics import BROKER_UP
 from eventkit.migrations import upgrade_async
-from eventkit.outbox import OutboxRelay
+from eventkit.outbox import OutboxMessage, OutboxRelay
 from eventkit.roster import Roster, ServiceSpec
 from eventkit.settings import ServiceSettings
 from eventkit.subscriptions import Subscriptions
@@ -46,7 +48,6 @@ class ServiceKit:
         subscriptions: Subscriptions | None = None,
         transport: Transport | None = None,
         replay_subscriptions: Subscriptions | None = None,
-        read_models: Sequence[type[Any]] = (),
         migrations: Path | None = None,
         workers: Sequence[Worker] = (),
     ) -> None:
@@ -75,7 +76,8 @@ class ServiceKit:
 
         self.consumer = consumer(subscriptions)
         self.replay_consumer = consumer(replay_subscriptions or subscriptions)
-        self.read_models = list(read_models)
+        # What a rebuild empties: the read models the handlers project into.
+        self.read_models = list(subscriptions.read_models) if subscriptions else []
         for stream in self.spec.publishes:
             self.transport.declare_publisher(
                 stream,
@@ -84,8 +86,10 @@ class ServiceKit:
             )
         self.connected = asyncio.Event()
         self.broker_up = False
+        self.rebuilding = asyncio.Lock()  # one rebuild at a time in this process
         self._connector: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -130,6 +134,7 @@ class ServiceKit:
         for worker in self.workers:
             worker.start(self)
         self._connector = asyncio.create_task(self._connect(), name="broker-connect")
+        self._pruner = asyncio.create_task(self._prune_periodically(), name="retention")
 
     async def _connect(self) -> None:
         """Keep trying the broker so HTTP comes up (and /ready explains) while it is down."""
@@ -181,8 +186,36 @@ class ServiceKit:
                     continue
                 down_since = None
 
+    async def prune(self) -> dict[str, int]:
+        """Delete inbox rows and sent outbox rows past their retention; returns how many."""
+        now = datetime.now(UTC)
+        inbox_before = now - timedelta(seconds=self.settings.INBOX_RETENTION_SECONDS)
+        pruned = {"inbox": 0, "outbox": 0}
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                delete(ProcessedEvent).where(ProcessedEvent.processed_at < inbox_before)
+            )
+            pruned["inbox"] = int(result.rowcount or 0)  # type: ignore[attr-defined]
+            if self.settings.OUTBOX_RETENTION_SECONDS is not None:
+                sent_before = now - timedelta(seconds=self.settings.OUTBOX_RETENTION_SECONDS)
+                result = await session.execute(
+                    delete(OutboxMessage).where(OutboxMessage.sent_at < sent_before)
+                )
+                pruned["outbox"] = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return pruned
+
+    async def _prune_periodically(self, every: float = 600.0) -> None:
+        while True:
+            try:
+                pruned = await self.prune()
+                if any(pruned.values()):
+                    log.info("retention: pruned %(inbox)d inbox and %(outbox)d outbox rows", pruned)
+            except Exception:
+                log.warning("retention: could not prune; trying again later", exc_info=True)
+            await asyncio.sleep(every)
+
     async def stop(self) -> None:
-        for task in (self._connector, self._watchdog):
+        for task in (self._connector, self._watchdog, self._pruner):
             if task is not None:
                 task.cancel()
         await self.relay.stop()

@@ -82,37 +82,61 @@ class ServiceSettings(BaseSettings):
         description="After a broker outage, events sent this long before it began are sent "
         "again (consumers drop duplicates).",
     )
+    OUTBOX_RETENTION_SECONDS: float | None = Field(
+        None,
+        description="Sent outbox rows older than this are pruned; unset: kept, as the outbox "
+        "is the event feed rebuilds replay.",
+    )
+    INBOX_RETENTION_SECONDS: float = Field(
+        7 * 24 * 3600.0,
+        description="Inbox rows (processed event ids) older than this are pruned; keep it "
+        "longer than any redelivery can come late.",
+    )
     TRACES_FILE: str | None = Field(
         None,
         description="Spans also go to this JSON-lines file (OTLP when "
         "OTEL_EXPORTER_OTLP_ENDPOINT is set).",
     )
     STREAM_PARTITIONS: int = Field(
-        3, description="Kafka: partitions of a topic this service creates."
+        3,
+        description="Kafka: partitions of a topic this service creates.",
+        json_schema_extra={"broker": "kafka"},
     )
     STREAM_REPLICATION: int = Field(
-        1, description="Kafka: replicas of a topic this service creates."
+        1,
+        description="Kafka: replicas of a topic this service creates.",
+        json_schema_extra={"broker": "kafka"},
     )
     GROUP_ID: str | None = Field(
-        None, description="Kafka: the consumer group; unset: the service's name."
+        None,
+        description="Kafka: the consumer group; unset: the service's name.",
+        json_schema_extra={"broker": "kafka"},
     )
     AUTO_OFFSET_RESET: Literal["earliest", "latest"] = Field(
-        "earliest", description="Kafka: where a new consumer group starts reading."
+        "earliest",
+        description="Kafka: where a new consumer group starts reading.",
+        json_schema_extra={"broker": "kafka"},
     )
     KAFKA_ACKS: Literal["0", "1", "all"] = Field(
-        "all", description="Kafka: replicas that must have an event before a publish counts."
+        "all",
+        description="Kafka: replicas that must have an event before a publish counts.",
+        json_schema_extra={"broker": "kafka"},
     )
     KAFKA_IDEMPOTENCE: bool = Field(
         False,
         description="Kafka: idempotent producer (real Kafka; the embedded broker refuses it).",
+        json_schema_extra={"broker": "kafka"},
     )
     DEAD_LETTER_MAX_LENGTH: int = Field(
-        100_000, description="RabbitMQ: the most dead letters a dlq.<service> queue keeps."
+        100_000,
+        description="RabbitMQ: the most dead letters a dlq.<service> queue keeps.",
+        json_schema_extra={"broker": "rabbitmq"},
     )
     PREFETCH_COUNT: int = Field(
         1,
-        description="RabbitMQ: unacknowledged deliveries per consumer (above 1, one aggregate's "
-        "events may be applied out of order).",
+        description="RabbitMQ: unacknowledged deliveries per consumer (an aggregate's events "
+        "still apply in sequence order).",
+        json_schema_extra={"broker": "rabbitmq"},
     )
 
     ADMIN_TOKEN: str | None = Field(

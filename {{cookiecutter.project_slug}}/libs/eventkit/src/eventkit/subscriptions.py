@@ -5,8 +5,9 @@ A stream may have any number of handlers; each may name the event types it takes
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,10 +27,12 @@ class Subscription:
 
 
 class Subscriptions:
-    """The handlers of one service, registered with `on_message`."""
+    """The handlers of one service, registered with `on_message`, and the read models
+    they project into (a rebuild empties those and replays the streams into them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_models: Sequence[type[Any]] = ()) -> None:
         self.subscriptions: list[Subscription] = []
+        self.read_models = list(read_models)
 
     def on_message(
         self, stream: str, *, types: Iterable[str] | None = None

@@ -3,10 +3,11 @@
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics_service import projections
+from analytics_service.models import EventCount, Revenue
 from contracts import BILLING_EVENTS, USER_EVENTS
 from eventkit import Envelope, Subscriptions
 
-subscriptions = Subscriptions()
+subscriptions = Subscriptions(read_models=[EventCount, Revenue])
 
 
 @subscriptions.on_message(USER_EVENTS)

@@ -3,10 +3,11 @@
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing_service import projections
+from billing_service.models import Account
 from contracts import USER_EVENTS
 from eventkit import Envelope, Subscriptions
 
-subscriptions = Subscriptions()
+subscriptions = Subscriptions(read_models=[Account])
 
 
 @subscriptions.on_message(USER_EVENTS)

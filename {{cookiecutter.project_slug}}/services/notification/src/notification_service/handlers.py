@@ -6,10 +6,11 @@ from contracts import BILLING_EVENTS, USER_EVENTS
 from eventkit import Envelope, Subscriptions
 from notification_service import projections
 from notification_service.dispatch import Delivery
+from notification_service.models import Notification, Recipient
 
 
 def build_subscriptions(delivery: Delivery) -> Subscriptions:
-    subscriptions = Subscriptions()
+    subscriptions = Subscriptions(read_models=[Notification, Recipient])
 
     @subscriptions.on_message(USER_EVENTS)
     async def on_user_event(event: Envelope, session: AsyncSession) -> None:

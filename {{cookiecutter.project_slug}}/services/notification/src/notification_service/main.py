@@ -1,6 +1,4 @@
-"""The notification service's app: its read model's routes and its subscribers."""
-
-from pathlib import Path
+"""The notification service's app: its read model's routes, its subscribers and its mailer."""
 
 from fastapi import FastAPI
 
@@ -10,11 +8,8 @@ from eventkit.transports import Transport
 from notification_service.api import router
 from notification_service.dispatch import Delivery, EmailDispatcher
 from notification_service.handlers import build_subscriptions
-from notification_service.models import Notification, Recipient
 from notification_service.sender import Sender, sender_for
 from notification_service.settings import Settings
-
-MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(
@@ -24,16 +19,14 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     dispatcher = EmailDispatcher(sender or sender_for(settings))
+    # A rebuild replays history into the read model without sending anything again.
+    replay = Delivery(dispatcher.sender.channel, replay=True)
     return create_service(
         settings,
         ROSTER,
-        title="notification service",
-        routers=[router],
-        subscriptions=build_subscriptions(dispatcher.delivery()),
-        # A rebuild replays history into the read model without sending anything again.
-        replay_subscriptions=build_subscriptions(Delivery(dispatcher.sender.channel, replay=True)),
-        read_models=[Notification, Recipient],
+        [router],
+        build_subscriptions(dispatcher.delivery()),
         transport=transport,
-        migrations=MIGRATIONS,
+        replay_subscriptions=build_subscriptions(replay),
         workers=[dispatcher],
     )

@@ -1,20 +1,9 @@
-"""eventkit's tables: outbox, inbox and dead letters
-
-Revision ID: eventkit_0001
-Revises:
-Create Date: 2026-11-26 13:00:00
-
-"""
-
-from collections.abc import Sequence
+"""eventkit's tables: outbox, inbox and dead letters (branch `eventkit`)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "eventkit_0001"
-down_revision: str | Sequence[str] | None = None
-branch_labels: str | Sequence[str] | None = ("eventkit",)
-depends_on: str | Sequence[str] | None = None
+revision, down_revision, branch_labels = "eventkit_0001", None, ("eventkit",)
 
 
 def upgrade() -> None:

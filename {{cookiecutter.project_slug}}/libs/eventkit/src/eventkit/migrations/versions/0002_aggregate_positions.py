@@ -1,20 +1,9 @@
-"""aggregate positions: events of one aggregate apply in sequence order
-
-Revision ID: eventkit_0002
-Revises: eventkit_0001
-Create Date: 2026-11-26 13:05:00
-
-"""
-
-from collections.abc import Sequence
+"""Aggregate positions, so each aggregate's events apply in sequence order."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "eventkit_0002"
-down_revision: str | Sequence[str] | None = "eventkit_0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision, down_revision, branch_labels = "eventkit_0002", "eventkit_0001", None
 
 
 def upgrade() -> None:

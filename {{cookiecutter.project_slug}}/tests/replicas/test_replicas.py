@@ -1,0 +1,180 @@
+"""Two of every service, competing, with a consumer replica killed mid-stream.
+
+Run with `make e2e-replicas` against `make local-up REPLICAS=2` on PostgreSQL
+(DATABASE_URL=postgresql+asyncpg://.../<db>_{service}). Counts are deltas from the start.
+Replica k of a service answers on its port + 100 * k (scripts/local.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from contracts import ROSTER
+from eventkit.settings import admin_token
+from eventkit.testing import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 120.0
+SIGNUPS, CHANGED, CHANGES_EACH = 200, 100, 3
+
+
+def replica_url(name: str, k: int) -> str:
+    parts = urlsplit(ROSTER.url(name))
+    host = f"{parts.hostname}:{(parts.port or 80) + 100 * k}"
+    return urlunsplit(parts._replace(netloc=host))
+
+
+@pytest.fixture(scope="module")
+def replicas() -> dict[str, list[httpx.Client]]:
+    token = admin_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    found = {
+        name: [
+            httpx.Client(base_url=replica_url(name, k), timeout=10, headers=headers) for k in (0, 1)
+        ]
+        for name in ROSTER.names
+    }
+    for name, pair in found.items():
+        for client in pair:
+            try:
+                assert client.get("/health").status_code == 200
+            except (httpx.HTTPError, AssertionError):
+                pytest.fail(
+                    f"{name} has no second replica at {client.base_url}: make local-up REPLICAS=2"
+                )
+    return found
+
+
+def published(client: httpx.Client) -> int:
+    text = client.get("/metrics").text
+    pattern = r'^eventkit_events_published_total\{[^}]*stream="user\.events"[^}]*\}\s+(\S+)$'
+    return int(sum(float(v) for v in re.findall(pattern, text, re.MULTILINE)))
+
+
+def stats(replicas: dict[str, list[httpx.Client]]) -> dict[str, Any]:
+    body: dict[str, Any] = replicas["analytics"][0].get("/stats").json()
+    return body
+
+
+def test_two_of_everything_with_a_kill_apply_every_event_exactly_once(
+    replicas: dict[str, list[httpx.Client]],
+) -> None:
+    users, billing, notification = (
+        replicas["user"],
+        replicas["billing"][0],
+        replicas["notification"][0],
+    )
+    before = stats(replicas)
+    published_before = sum(published(c) for c in users)
+
+    ids = []
+    for n in range(SIGNUPS):  # spread over both user replicas
+        email = f"rep-{uuid.uuid4().hex[:10]}@example.com"
+        response = users[n % 2].post("/users", json={"name": f"R{n}", "email": email})
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+
+    last_email: dict[str, str] = {}
+    killed = threading.Event()
+
+    def kill_one_of_each_consumer() -> None:
+        for spec in ROSTER.consumers:
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "supervisor.supervisorctl",
+                    "-c",
+                    str(ROOT / "var/supervisord.conf"),
+                    "signal",
+                    "KILL",
+                    f"{spec.name}-1",
+                ],
+                check=True,
+                capture_output=True,
+            )
+        killed.set()
+
+    for round_ in range(CHANGES_EACH):
+        for n, user_id in enumerate(ids[:CHANGED]):
+            email = f"rep-{uuid.uuid4().hex[:10]}@example.com"
+            response = users[(n + round_) % 2].patch(f"/users/{user_id}", json={"email": email})
+            assert response.status_code == 200, response.text
+            last_email[user_id] = email
+            if round_ == 1 and n == CHANGED // 2:
+                kill_one_of_each_consumer()  # mid-stream
+    assert killed.is_set()
+    # Start again whatever is not running, as a person would.
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts/local.py"), "up"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "REPLICAS": "2"},
+    )
+
+    changes = CHANGED * CHANGES_EACH
+    wait_until(
+        lambda: (
+            stats(replicas)["events_by_type"].get("EmailChanged", 0)
+            - before["events_by_type"].get("EmailChanged", 0)
+            >= changes
+            and stats(replicas)["users_created"] - before["users_created"] >= SIGNUPS
+        ),
+        timeout=TIMEOUT,
+        interval=0.5,
+        what="analytics to count every event",
+    )
+
+    def billing_behind() -> list[str]:
+        """Users whose account is missing, or does not hold their last email yet."""
+        behind = []
+        for user_id in ids:
+            account = billing.get(f"/accounts/{user_id}")
+            wanted = last_email.get(user_id)
+            if account.status_code != 200 or (wanted and account.json()["email"] != wanted):
+                behind.append(user_id)
+        return behind
+
+    wait_until(
+        lambda: not billing_behind(),
+        timeout=TIMEOUT,
+        interval=0.5,
+        what="billing to hold every last email",
+    )
+    after = stats(replicas)
+    welcomes = [
+        [n["kind"] for n in notification.get("/notifications", params={"user_id": i}).json()].count(
+            "welcome"
+        )
+        for i in ids
+    ]
+    report = {
+        "events in": SIGNUPS + changes,
+        "analytics users_created": after["users_created"] - before["users_created"],
+        "analytics EmailChanged": after["events_by_type"].get("EmailChanged", 0)
+        - before["events_by_type"].get("EmailChanged", 0),
+        "welcomes": sum(welcomes),
+        "published by the user replicas": sum(published(c) for c in users) - published_before,
+        "dead letters": sum(len(replicas[s.name][0].get("/dlq").json()) for s in ROSTER.consumers),
+    }
+    print(report)
+    assert report == {
+        "events in": SIGNUPS + changes,
+        "analytics users_created": SIGNUPS,
+        "analytics EmailChanged": changes,
+        "welcomes": SIGNUPS,
+        "published by the user replicas": SIGNUPS + changes,
+        "dead letters": 0,
+    }
+    assert welcomes == [1] * SIGNUPS
