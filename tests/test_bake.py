@@ -122,3 +122,22 @@ def test_broker_answer_is_case_sensitive_and_exact(tmp_path: Path, broker: str) 
     result = bake(tmp_path, broker=broker.upper())
     assert result.returncode != 0
     assert "one of: kafka, rabbitmq" in result.stderr
+
+
+# Docker's image reference grammar for a repository path, lowercase components joined by /.
+DOCKER_REPOSITORY = re.compile(
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+)
+
+
+def test_an_awkward_project_name_gets_a_slug_and_image_names_docker_accepts(
+    tmp_path: Path,
+) -> None:
+    result = bake(tmp_path, project_name="My - App")
+    assert result.returncode == 0, result.stderr
+    project = tmp_path / "my_app"
+    assert project.is_dir(), sorted(p.name for p in tmp_path.iterdir())
+    images = re.findall(r"^\s+image:\s*(\S+)", (project / "docker-compose.yml").read_text(), re.M)
+    ours = [image.split(":")[0] for image in images if image.startswith("my_app/")]
+    assert ours, images
+    assert all(DOCKER_REPOSITORY.fullmatch(image) for image in ours), ours

@@ -1,6 +1,7 @@
 """The consumer: inbox, handlers by type, retries with backoff, dead letters; on a real database."""
 
 import asyncio
+import json
 import uuid
 
 from sqlalchemy import func, select
@@ -163,3 +164,17 @@ async def test_an_event_whose_predecessor_never_comes_is_parked(db: Database) ->
     async with db.sessions() as session:
         letter = (await session.scalars(select(DeadLetter))).one()
     assert "waits for #1" in letter.error and handler.calls == 0
+
+
+async def test_an_envelope_without_an_id_is_dead_lettered_never_given_one(db: Database) -> None:
+    handler = Recorder()
+    body = happened().model_dump(mode="json")
+    del body["id"]
+    consumer = make_consumer(db, handler)
+    for _ in range(2):  # delivered twice: no id is invented, so nothing is applied
+        await consumer.handle(THINGS, json.dumps(body).encode())
+    assert handler.calls == 0 and await count(db, ProcessedEvent) == 0
+    async with db.sessions() as session:
+        letters = (await session.scalars(select(DeadLetter))).all()
+    assert [(letter.event_id, letter.attempts) for letter in letters] == [(None, 0), (None, 0)]
+    assert all(letter.error.startswith("not an envelope: id: ") for letter in letters)
