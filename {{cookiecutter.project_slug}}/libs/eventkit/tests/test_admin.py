@@ -140,6 +140,10 @@ async def test_malformed_messages_are_dead_lettered_with_the_reason(
         (0, "unknown event type 'Exploded'"),
     ]
     assert letters[1]["event_id"] == str(unknown.id)
+    # A page at a time: `after` is the position of the last one seen.
+    [first] = (await probe.get("/dlq", params={"limit": 1})).json()
+    rest = (await probe.get("/dlq", params={"after": first["position"]})).json()
+    assert [first["position"], *[d["position"] for d in rest]] == [d["position"] for d in letters]
     app = probe._transport.app  # type: ignore[attr-defined]
     async with app.state.kit.db.sessions() as session:
         keys = {row.event_id: row.key for row in await session.scalars(select(DeadLetter))}

@@ -21,6 +21,7 @@ router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
 
 
 class DeadLetterOut(BaseModel):
+    position: int  # give it as `after` for the next page
     event_id: str | None
     type: str | None
     error: str
@@ -43,6 +44,7 @@ async def list_dead_letters(
         rows = await session.scalars(query)
         return [
             DeadLetterOut(
+                position=row.id,
                 event_id=row.event_id,
                 type=row.event_type,
                 error=row.error,
