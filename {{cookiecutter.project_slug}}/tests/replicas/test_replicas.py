@@ -63,11 +63,14 @@ def published(client: httpx.Client) -> int:
 
 
 def dead_letters(replicas: dict[str, list[httpx.Client]]) -> int:
-    """Dead letters of every consumer (they share a database per service)."""
-    return sum(
-        len(replicas[spec.name][0].get("/dlq", params={"limit": 1000}).json())
-        for spec in ROSTER.consumers
-    )
+    """Dead letters of every consumer (its replicas share a database), a page at a time."""
+    total = 0
+    for spec in ROSTER.consumers:
+        after = 0
+        while page := replicas[spec.name][0].get("/dlq", params={"after": after}).json():
+            total += len(page)
+            after = page[-1]["position"]
+    return total
 
 
 def stats(replicas: dict[str, list[httpx.Client]]) -> dict[str, Any]:

@@ -257,3 +257,9 @@ async def test_retention_prunes_old_inbox_and_sent_outbox_rows(
         assert await kit.prune() == {"inbox": 1, "outbox": 1}
         async with kit.db.sessions() as session:
             assert await session.scalar(select(func.count()).select_from(ProcessedEvent)) == 1
+
+
+async def test_replaying_ids_with_control_characters_is_a_422(probe: httpx.AsyncClient) -> None:
+    response = await probe.post("/dlq/replay", json={"event_ids": ["a\x00b"]})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][:2] == ["body", "event_ids"]

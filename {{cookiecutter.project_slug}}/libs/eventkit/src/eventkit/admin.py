@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 
 from eventkit.dead_letters import DeadLetter
 from eventkit.deps import Kit, require_admin
-from eventkit.inputs import DEFAULT_LIMIT, Limit, PositionAfter
+from eventkit.inputs import DEFAULT_LIMIT, Limit, PositionAfter, text
 from eventkit.rebuild import rebuild
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
@@ -32,7 +32,7 @@ class DeadLetterOut(BaseModel):
 
 
 class ReplayRequest(BaseModel):
-    event_ids: list[Annotated[str, Field(max_length=100)]] | None = Field(None, max_length=1000)
+    event_ids: list[Annotated[str, text(max_length=100)]] | None = Field(None, max_length=1000)
 
 
 @router.get("/dlq", response_model=list[DeadLetterOut])
