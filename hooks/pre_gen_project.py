@@ -1,4 +1,8 @@
-"""Validate the answers before anything is written; one clear line per problem."""
+"""Validate the answers before anything is written; one clear line per problem.
+
+`broker` and `python_version` are choice lists, which cookiecutter checks itself before this
+hook runs; their rules here only keep a hand-edited answer file (a replay) honest.
+"""
 
 import keyword
 import re

@@ -6,7 +6,7 @@
 # Kafka: local-up starts the Kafka-protocol broker on BROKER_URL (default localhost:9092).
 # RabbitMQ: the server at BROKER_URL (default amqp://guest:guest@localhost:5672/), or a node
 # local-up starts itself when none answers there. USER_URL and the other <NAME>_URLs, and
-# BENCH_ARGS (e.g. "--events 5000 --rate 50"), pass through.
+# BENCH_ARGS (e.g. "--events 5000 --steps 25,50,100 --step-seconds 5"), pass through.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 BROKER=${BROKER:-kafka}
@@ -32,4 +32,4 @@ echo "==> starting the broker and the four services (make local-up)"
 make -C "$PROJECT" local-up
 echo "==> the benchmark (make bench)"
 make -C "$PROJECT" bench BENCH_ARGS="${BENCH_ARGS:-}"
-echo "==> bench finished in $(( $(date +%s) - started ))s; report: $PROJECT/reports/bench.json"
+echo "==> bench finished in $(( $(date +%s) - started ))s; report: $PROJECT/reports/bench.json, plot: $PROJECT/reports/bench.png"

@@ -147,7 +147,8 @@ def wait_for(probe: Callable[[], bool], *, timeout: float, what: str) -> None:
 
 # --- the generated project's deployment files (test_compose, test_docker, test_kubernetes) ---
 
-PYTHON_VERSION = json.loads((TEMPLATE / "cookiecutter.json").read_text())["python_version"]
+# The default answer: the first of the choice list.
+PYTHON_VERSION = json.loads((TEMPLATE / "cookiecutter.json").read_text())["python_version"][0]
 # The services and their host ports, as CONTRACT.md promises; in its container every service
 # listens on CONTAINER_PORT.
 SERVICES = {"user": 8001, "notification": 8002, "analytics": 8003, "billing": 8004}

@@ -1,4 +1,5 @@
-"""Every service's AsyncAPI document is valid AsyncAPI 3.0 and in step with the code.
+"""Every service's AsyncAPI document is valid AsyncAPI 3.0 and in step with the code, and its
+HTML page (FastStream's, at /asyncapi.html) shows it.
 
 The documents come from the generated project itself (its own venv, its real broker
 transport, not started), one for each service of its roster; they are validated against the
@@ -20,19 +21,32 @@ import pytest
 from conftest import BROKERS, run
 
 DUMP = """
-import importlib, json, sys
+import asyncio, importlib, json, logging, sys
+import httpx
 from contracts import EVENTS, ROSTER
+logging.disable(logging.CRITICAL)  # stdout carries the JSON below, not the services' logs
+
+
+async def get(app, path):  # without the app's lifespan: nothing connects to a broker
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.get(path)
+
+
 out = {}
 for spec in ROSTER.services:
     name = spec.name
     main = importlib.import_module(f"{name}_service.main")
     settings = importlib.import_module(f"{name}_service.settings").Settings()
-    kit = main.create_app(settings).state.kit
+    app = main.create_app(settings)
+    kit = app.state.kit
     if kit.consumer is not None:
         kit.consumer.attach()
     consumed = kit.consumer.subscriptions.streams if kit.consumer else []
+    page = asyncio.run(get(app, "/asyncapi.html"))
     out[name] = {
         "document": kit.transport.asyncapi(f"{name} service"),
+        "page": [page.status_code, page.headers["content-type"], page.text],
         "consumes": {s: EVENTS.describe(s) for s in consumed},
         "publishes": {s: EVENTS.describe(s) for s in spec.publishes},
         "roster_subscribes": sorted(spec.subscribes),
@@ -106,6 +120,12 @@ def test_asyncapi_documents_are_valid_and_match_the_code(
             assert channel.get("description") == expected, (name, address)
         # The app subscribes to what the roster says it does.
         assert sorted(facts["consumes"]) == facts["roster_subscribes"], name
+        # FastStream's HTML page shows the same document beside /asyncapi.
+        status, content_type, html = facts["page"]
+        assert status == 200 and content_type.startswith("text/html"), (name, status)
+        assert f"<title>{name} service AsyncAPI</title>" in html
+        for channel in document["channels"].values():
+            assert channel["address"] in html, (name, channel["address"])
     # The documents say who talks to whom: some services publish, some consume.
     assert any(f["publishes"] for f in services.values())
     assert any(f["consumes"] for f in services.values())

@@ -1,8 +1,8 @@
 """The generated project's CI workflow, for each broker: valid by GitHub's schema, on the chosen
-Python, and running what keeps the deployment files honest (lint and tests, compose config
-for every profile, hadolint on every Dockerfile, the Kubernetes base, and the generator's
-check that compose, Kubernetes, Prometheus and PostgreSQL init follow the roster), which
-passes on a fresh bake.
+Python, installing from the lock (and failing when it is stale), and running what keeps the
+deployment files honest (lint and tests, compose config for every profile, hadolint on every
+Dockerfile, the Kubernetes base, and the generator's check that compose, Kubernetes,
+Prometheus and PostgreSQL init follow the roster), which passes on a fresh bake.
 """
 
 from __future__ import annotations
@@ -47,14 +47,20 @@ def test_ci_workflow_is_valid_and_uses_the_chosen_python(baked: Path) -> None:
     assert "{%" not in text and not re.search(r"(?<!\$)\{\{", text), "Jinja left in the workflow"
     jobs = workflow(baked)
     versions = {
-        step["with"]["python-version"]
+        step["with"].get("python-version-file") or step["with"]["python-version"]
         for job in jobs.values()
         for step in job["steps"]
         if step.get("uses", "").startswith("actions/setup-python")
     }
-    assert versions == {PYTHON_VERSION}
-    for command in ("make lint", "make test", "make up", "make e2e"):
+    assert versions == {".python-version"}
+    assert (baked / ".python-version").read_text().strip() == PYTHON_VERSION
+    for command in ("make lint", "make lock-check", "make test", "make up", "make e2e"):
         assert command in commands(jobs), command
+    for name, job in jobs.items():  # every job installs from requirements.lock, with uv's cache
+        if "make install" in commands(jobs, name):
+            caches = [s for s in job["steps"] if s.get("uses", "").startswith("actions/cache")]
+            assert caches and caches[0]["with"]["path"] == "~/.cache/uv", name
+            assert "hashFiles('requirements.lock')" in caches[0]["with"]["key"], name
     services = set(jobs["test"]["services"])
     assert services == ({"postgres"} if broker_of(baked) == "kafka" else {"postgres", "rabbitmq"})
 
@@ -63,7 +69,7 @@ def test_ci_checks_every_deployment_file(baked: Path) -> None:
     deploy = commands(workflow(baked), "deploy-files")
     # The generator's check: compose, Kubernetes, Prometheus and Postgres init follow the roster.
     assert "python scripts/deploy_files.py --check" in deploy
-    assert "./libs/eventkit ./libs/contracts" in deploy, "the check imports the roster"
+    assert "make install" in deploy, "the check imports the roster, installed from the lock"
     # compose config for the default services and every profile the file has, and scaled.
     assert "docker compose config --quiet" in deploy
     assert re.search(r"for \w+ in \$\(docker compose config --profiles\)", deploy)

@@ -32,6 +32,14 @@ from conftest import (
 
 PROFILES = {"observability", "test"}
 TEST_RUNNERS = {"e2e", "locust", "locust-worker"}
+# Where every service sends its spans: Jaeger's OTLP/HTTP receiver on the compose network.
+OTLP_ENDPOINT = "http://jaeger:4318"
+JAEGER_UI_PORT = 16686
+
+
+def observability_extras(broker: str) -> set[str]:
+    """What profile observability adds besides Prometheus and Grafana, per broker."""
+    return {"kafka-exporter", "kafka-ui"} if broker == "kafka" else set()
 
 
 def metric_names(project: Path) -> set[str]:
@@ -88,11 +96,12 @@ def test_compose_refuses_to_run_without_the_secrets_from_env(baked: Path) -> Non
 
 def test_compose_runs_only_the_chosen_broker(baked: Path) -> None:
     broker = broker_of(baked)
+    always = {broker, "postgres", "mailpit", "jaeger", *SERVICES}
     services = set(compose_config(baked, "observability")["services"])
-    assert services == {broker, "postgres", "mailpit", "prometheus", "grafana", *SERVICES}
+    assert services == always | {"prometheus", "grafana"} | observability_extras(broker)
     default = compose(baked, "config", "--services")
     assert default.returncode == 0, default.stderr
-    assert set(default.stdout.split()) == {broker, "postgres", "mailpit", *SERVICES}
+    assert set(default.stdout.split()) == always
 
 
 def test_every_container_has_a_healthcheck_and_dependents_wait_for_health(baked: Path) -> None:
@@ -213,9 +222,11 @@ def test_compose_ports_and_health_paths_match_the_code(baked: Path) -> None:
     scraped = {
         job["job_name"]: (job["metrics_path"], sd["names"], sd["port"])
         for job in prometheus["scrape_configs"]
-        for sd in job["dns_sd_configs"]
+        for sd in job.get("dns_sd_configs", [])
     }
     assert scraped == {name: ("/metrics", [name], CONTAINER_PORT) for name in SERVICES}
+    others = {job["job_name"] for job in prometheus["scrape_configs"]} - set(scraped)
+    assert others == {"broker"}  # the backlog metric: test_the_backlog_panel_...
 
 
 def test_host_ports_move_with_their_setting_in_env(baked: Path, tmp_path: Path) -> None:
@@ -260,10 +271,19 @@ def test_a_service_port_is_written_only_where_the_roster_generates_it(baked: Pat
     assert len(holding) <= 4, holding
 
 
+def dashboards(project: Path) -> dict[str, dict[str, Any]]:
+    """Every dashboard that Grafana loads (all JSON in the provider's folder), by file name."""
+    folder = project / "infra/grafana/dashboards"
+    return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
 def test_grafana_dashboard_shows_metrics_that_exist(baked: Path) -> None:
     known = metric_names(baked)
-    dashboard = json.loads((baked / "infra/grafana/dashboards/events.json").read_text())
-    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    loaded = dashboards(baked)
+    assert set(loaded) == {"events.json", f"backlog_{broker_of(baked)}.json"}
+    assert len({d["uid"] for d in loaded.values()}) == len(loaded)  # Grafana needs them unique
+    panels = [panel for dashboard in loaded.values() for panel in dashboard["panels"]]
+    expressions = [t["expr"] for panel in panels for t in panel.get("targets", [])]
     used = {name for expr in expressions for name in re.findall(r"\beventkit_\w+", expr)}
     assert used and used <= known, sorted(used - known)
     for wanted in ("published", "consumed", "dead_lettered", "handler_duration"):
@@ -271,7 +291,7 @@ def test_grafana_dashboard_shows_metrics_that_exist(baked: Path) -> None:
     datasource = yaml.safe_load(
         (baked / "infra/grafana/provisioning/datasources/prometheus.yml").read_text()
     )["datasources"][0]
-    uids = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
+    uids = {panel["datasource"]["uid"] for panel in panels}
     assert uids == {datasource["uid"]}
     assert datasource["url"] == "http://prometheus:9090"
     provider = yaml.safe_load(
@@ -280,6 +300,91 @@ def test_grafana_dashboard_shows_metrics_that_exist(baked: Path) -> None:
     grafana = compose_config(baked, "observability")["services"]["grafana"]
     targets = {v["target"] for v in grafana["volumes"]}
     assert provider["options"]["path"] in targets
+
+
+# --- traces, the broker's backlog and the UIs ------------------------------------------------
+
+
+def published(service: dict[str, Any], target: int) -> str | None:
+    """The host port that `service` publishes container port `target` on (127.0.0.1 only)."""
+    for port in service.get("ports", []):
+        if port["target"] == target:
+            assert port["host_ip"] == "127.0.0.1", port
+            return str(port["published"])
+    return None
+
+
+def test_every_service_sends_its_spans_to_jaeger_whose_ui_is_published(baked: Path) -> None:
+    services = compose_config(baked)["services"]  # no profile: traces need none
+    jaeger = services["jaeger"]
+    assert published(jaeger, JAEGER_UI_PORT) == str(JAEGER_UI_PORT)
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in settings_fields(baked, "user")
+    host, port = OTLP_ENDPOINT.removeprefix("http://").split(":")
+    assert host == "jaeger" and published(jaeger, int(port)) == port  # local-up's too
+    for name in SERVICES:
+        environment = services[name]["environment"]
+        assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == OTLP_ENDPOINT, name
+    healthcheck = " ".join(jaeger["healthcheck"]["test"])
+    assert "http://127.0.0.1:13133/status" in healthcheck
+
+
+def test_the_backlog_panel_reads_the_metric_that_prometheus_scrapes(baked: Path) -> None:
+    broker = broker_of(baked)
+    services = compose_config(baked, "observability")["services"]
+    prometheus = yaml.safe_load((baked / "infra/prometheus/prometheus.yml").read_text())
+    [job] = [job for job in prometheus["scrape_configs"] if job["job_name"] == "broker"]
+    [target] = job["static_configs"][0]["targets"]
+    host, port = target.split(":")
+    dashboard = dashboards(baked)[f"backlog_{broker}.json"]  # the other broker's is not baked
+    [panel] = [p for p in dashboard["panels"] if p["title"] == "Backlog per subscriber"]
+    expressions = " ".join(t["expr"] for t in panel["targets"])
+    if broker == "kafka":
+        # A consumer group per service (GROUP_ID unset: the service's name): lag per group.
+        assert 'consumergroup=~"$service"' in expressions
+        assert "kafka_consumergroup_lag" in expressions
+        assert (host, port) == ("kafka-exporter", "9308")
+        exporter = services["kafka-exporter"]
+        assert "--kafka.server=kafka:9092" in exporter["command"]
+        assert set(exporter["depends_on"]) == {"kafka"}
+    else:
+        # The image enables rabbitmq_prometheus; per-queue figures come from /metrics/detailed.
+        assert "rabbitmq_detailed_queue_messages_ready" in expressions
+        assert (host, port) == ("rabbitmq", "15692")
+        assert job["metrics_path"] == "/metrics/detailed"
+        assert job["params"] == {"family": ["queue_coarse_metrics"]}
+    assert host in services
+    variable = dashboard["templating"]["list"][0]
+    assert variable["definition"] == 'label_values(up{job!="broker"}, job)'
+
+
+def test_kafka_ui_comes_with_the_kafka_bake_pointed_at_its_kafka(baked: Path) -> None:
+    services = compose_config(baked, "observability")["services"]
+    if broker_of(baked) != "kafka":
+        assert not any("kafka" in name for name in services)
+        return
+    ui = services["kafka-ui"]
+    assert ui["profiles"] == ["observability"]
+    environment = ui["environment"]
+    assert environment["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"] == "kafka:9092"
+    assert services["user"]["environment"]["BROKER_URL"] == "kafka:9092"  # the same listener
+    assert published(ui, 8080) == "8080"
+    assert set(ui["depends_on"]) == {"kafka"}
+
+
+def test_the_readme_lists_every_ui_at_its_address(baked: Path) -> None:
+    """Each port compose publishes for a browser is in the README's table, and so are each
+    service's pages."""
+    readme = (baked / "README.md").read_text()
+    services = compose_config(baked, "observability")["services"]
+    uis = {"jaeger": 16686, "grafana": 3000, "prometheus": 9090, "mailpit": 8025}
+    uis |= {"kafka-ui": 8080} if broker_of(baked) == "kafka" else {"rabbitmq": 15672}
+    for name, port in uis.items():
+        assert published(services[name], port) == str(port), name
+        assert f"http://localhost:{port}" in readme, name
+    for name, port in SERVICES.items():
+        for page in ("/docs", "/asyncapi", "/asyncapi.html"):
+            assert f"http://localhost:{port}{page}" in readme, (name, page)
+    assert {"/asyncapi", "/asyncapi.html"} <= http_routes(baked)
 
 
 # --- profile test: the e2e runner and locust ------------------------------------------------
@@ -291,7 +396,14 @@ def runners_config(project: Path) -> dict[str, Any]:
 
 def test_compose_test_profile_adds_only_the_runners(baked: Path) -> None:
     services = runners_config(baked)["services"]
-    assert set(services) == {broker_of(baked), "postgres", "mailpit", *SERVICES, *TEST_RUNNERS}
+    assert set(services) == {
+        broker_of(baked),
+        "postgres",
+        "mailpit",
+        "jaeger",
+        *SERVICES,
+        *TEST_RUNNERS,
+    }
     for name in TEST_RUNNERS:
         assert services[name]["profiles"] == ["test"], name
         assert "ports" not in services[name], f"{name} publishes a port"

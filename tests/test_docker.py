@@ -183,7 +183,7 @@ def test_each_service_image_installs_the_libs_and_its_service(baked: Path) -> No
         for source in sources:
             path = baked / source
             assert path.exists(), f"COPY {source}: not in the build context"
-            assert source.startswith(
+            assert source in ("requirements.lock", "pyproject.toml") or source.startswith(
                 ("libs/eventkit/", "libs/contracts/", f"services/{service}/")
             ), source
             shipped = [path] if path.is_file() else list(path.rglob("*.py"))
@@ -191,6 +191,25 @@ def test_each_service_image_installs_the_libs_and_its_service(baked: Path) -> No
             for file in shipped:
                 relative = file.relative_to(baked).as_posix()
                 assert not dockerignore_excludes(ignored, relative), f"{relative} is ignored"
+
+
+def test_every_image_installs_from_the_lock_with_uv_and_a_cache_mount(baked: Path) -> None:
+    """uv comes from requirements.lock with its hashes (pip, --require-hashes); every other
+    install is uv's, with the lock's versions and hashes as constraints and BuildKit's cache;
+    no registry host is named."""
+    instructions = dockerfile_instructions((baked / "Dockerfile").read_text())
+    runs = [a for kind, a in instructions if kind == "RUN"]
+    pip = [run for run in runs if re.search(r"(?<!uv )\bpip install", run)]
+    assert len(pip) == 1 and "--require-hashes" in pip[0], pip
+    assert re.search(r"sed -n '/\^uv==/,[^']*' requirements\.lock", pip[0]), pip[0]
+    uv = [run for run in runs if "uv pip install" in run]
+    assert len(uv) >= 5, uv  # libs' packages, the libs, a service's packages, it, the tests'
+    for run in uv:
+        assert run.startswith("--mount=type=cache,target=/root/.cache/uv "), run
+        assert "--constraint requirements.lock" in run, run
+    text = (baked / "Dockerfile").read_text()
+    hosts = re.findall(r"\w+://([^/'\s]+)", text)
+    assert set(hosts) <= {"127.0.0.1:"}, hosts
 
 
 def test_a_service_image_runs_its_service_on_port_8000(baked: Path) -> None:

@@ -204,7 +204,12 @@ def test_fault_suite_against_a_broker_local_up_owns(
     shutil.rmtree(installed / "var", ignore_errors=True)
     if broker == "rabbitmq" and not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
         pytest.fail("rabbitmq-server is not installed; this test starts a node of its own")
-    env = local_stack_env(installed) | {"READY_TIMEOUT": "120"}  # a broker of its own
+    env = local_stack_env(installed) | {
+        "READY_TIMEOUT": "120",
+        # A poison event runs through its retries in seconds, not the default minutes.
+        "MAX_RETRIES": "3",
+        "RETRY_DELAYS_SECONDS": "0.2,0.5",
+    }
     started: dict[str, int] = {}
     try:
         run(["make", "local-up"], cwd=installed, env=env, timeout=240)

@@ -89,12 +89,14 @@ def test_each_service_of_the_roster_has_its_folder_in_the_base(baked: Path) -> N
         text = (base / folder / "kustomization.yaml").read_text()
         assert text.startswith("# Generated from the roster by make deploy-files"), folder
     resources = yaml.safe_load((base / "kustomization.yaml").read_text())["resources"]
-    assert sorted(resources) == sorted(["configmap.yaml", *folders])
+    assert sorted(resources) == sorted(["configmap.yaml", "jaeger.yaml", *folders])
 
 
 def test_kubernetes_deploys_every_service_with_probes_settings_and_secrets(baked: Path) -> None:
     by_kind = rendered(baked)
-    for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
+    for kind in ("Deployment", "Service"):
+        assert set(by_kind[kind]) == {*SERVICES, "jaeger"}, kind
+    for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget"):
         assert set(by_kind[kind]) == set(SERVICES), kind
 
     routes = http_routes(baked)
@@ -160,8 +162,8 @@ def test_every_service_knows_where_the_others_answer(baked: Path) -> None:
     for name in roster_of(baked):
         assert config[f"{name.upper()}_URL"] == f"http://{name}:{CONTAINER_PORT}", name
         assert by_kind["Service"][name]["spec"]["ports"][0]["port"] == CONTAINER_PORT
-    for deployment in by_kind["Deployment"].values():
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for name in SERVICES:
+        (container,) = by_kind["Deployment"][name]["spec"]["template"]["spec"]["containers"]
         sources = [s["configMapRef"]["name"] for s in container.get("envFrom", [])]
         assert "app-config" in sources
 
@@ -183,3 +185,29 @@ def test_email_goes_to_a_relay_the_secret_names_not_to_an_undeployed_mailpit(
         if path.is_file() and path.suffix != ".md":
             assert "mailpit" not in path.read_text().lower(), path
     assert "SMTP_HOST" in (k8s / "README.md").read_text()
+
+
+def test_every_service_sends_its_spans_to_the_jaeger_of_the_base(baked: Path) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT of the ConfigMap every pod reads names the jaeger Service,
+    whose port reaches Jaeger's OTLP/HTTP receiver; the UI has its port too."""
+    by_kind = rendered(baked)
+    endpoint = by_kind["ConfigMap"]["app-config"]["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in settings_fields(baked, "user")
+    host, port = endpoint.removeprefix("http://").split(":")
+    service = by_kind["Service"][host]
+    deployment = by_kind["Deployment"][host]
+    pod = deployment["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    assert container["image"].startswith("jaegertracing/jaeger:")
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    service_ports = {p["port"]: p["targetPort"] for p in service["spec"]["ports"]}
+    assert container_ports[service_ports[int(port)]] == 4318  # Jaeger's OTLP/HTTP receiver
+    assert container_ports[service_ports[16686]] == 16686  # its UI
+    assert container["readinessProbe"]["httpGet"] == {"path": "/status", "port": "health"}
+    assert container_ports["health"] == 13133
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    for name in SERVICES:
+        (app,) = by_kind["Deployment"][name]["spec"]["template"]["spec"]["containers"]
+        assert "app-config" in [s["configMapRef"]["name"] for s in app["envFrom"]], name
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env_of_container(app), name

@@ -60,5 +60,8 @@ def test_eventkit_names_no_event_field_stream_or_service_of_the_domain() -> None
 
 
 def test_the_post_generation_hook_only_deletes() -> None:
+    """Code is never renamed (it lints and imports where it stands); only the lock is."""
     hook = (TEMPLATE / "hooks/post_gen_project.py").read_text()
-    assert ".rename(" not in hook and ".unlink(" in hook
+    renames = [line.strip() for line in hook.splitlines() if ".rename(" in line]
+    assert renames == ['(root / LOCK.format(broker=BROKER)).rename(root / "requirements.lock")']
+    assert ".unlink(" in hook

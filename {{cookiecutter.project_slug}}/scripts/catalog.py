@@ -1,12 +1,13 @@
-"""Write docs/events.md, the event catalog, from the code that defines the events.
+"""Write docs/events.md, the event catalog, and the README's diagram from the code.
 
-    python scripts/catalog.py           write docs/events.md           (make catalog)
-    python scripts/catalog.py --check   exit 1 if docs/events.md is out of date (make test does)
+    python scripts/catalog.py           write docs/events.md and the diagram   (make catalog)
+    python scripts/catalog.py --check   exit 1 if either is out of date        (make test does)
 
 Event types, versions, fields and streams come from the event registry, `EVENTS` in
 libs/contracts/src/contracts/events.py; each stream's producer and subscribers from the
 roster, `ROSTER` in libs/contracts/src/contracts/roster.py. A service added to the roster
-shows up here once it subscribes to something.
+shows up here. The diagram (mermaid: services, streams, the events on each) is in both
+files; in README.md it is the region between DIAGRAM_BEGIN and DIAGRAM_END.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import re
 import sys
 import types
 import typing
@@ -33,6 +35,11 @@ from eventkit.roster import ServiceSpec, dead_letter_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "docs" / "events.md"
+README = ROOT / "README.md"
+DIAGRAM_BEGIN = (
+    "<!-- services and streams: written by `make catalog` from the roster and events -->"
+)
+DIAGRAM_END = "<!-- end of services and streams -->"
 SNAPSHOT = ROOT / "libs" / "contracts" / "event-schemas.json"
 SNAPSHOT_VERSIONS: dict[str, dict[str, dict[str, Any]]] = (
     json.loads(SNAPSHOT.read_text()) if SNAPSHOT.exists() else {}
@@ -113,6 +120,40 @@ def names(specs: list[ServiceSpec]) -> str:
     return ", ".join(spec.name for spec in specs)
 
 
+def diagram() -> list[str]:
+    """A mermaid flowchart: each service, each stream, the events its producer publishes on
+    it, and the services that subscribe to it."""
+
+    def service(name: str) -> str:
+        return "service_" + re.sub(r"\W", "_", name)
+
+    def stream_node(stream: str) -> str:
+        return "stream_" + re.sub(r"\W", "_", stream)
+
+    lines = ["```mermaid", "flowchart LR"]
+    lines += [f'    {service(spec.name)}["{spec.name} :{spec.port}"]' for spec in ROSTER.services]
+    lines += [f'    {stream_node(stream)}(["{stream}"])' for stream in ROSTER.streams]
+    for stream in ROSTER.streams:
+        events = "<br/>".join(t.name for t in EVENTS.of_stream(stream))
+        label = f'|"{events}"|' if events else ""
+        lines.append(
+            f"    {service(ROSTER.producer(stream).name)} -->{label} {stream_node(stream)}"
+        )
+        lines += [
+            f"    {stream_node(stream)} --> {service(reader.name)}"
+            for reader in ROSTER.subscribers(stream)
+        ]
+    return [*lines, "```"]
+
+
+def readme_with_diagram(readme: str) -> str:
+    """README.md with the diagram between its markers (unchanged if it has none)."""
+    if DIAGRAM_BEGIN not in readme or DIAGRAM_END not in readme:
+        return readme
+    start, end = readme.index(DIAGRAM_BEGIN), readme.index(DIAGRAM_END) + len(DIAGRAM_END)
+    return readme[:start] + "\n".join([DIAGRAM_BEGIN, *diagram(), DIAGRAM_END]) + readme[end:]
+
+
 def render() -> str:
     out = [
         "# Event catalog",
@@ -122,6 +163,13 @@ def render() -> str:
         "Generated from the event registry (`libs/contracts/src/contracts/events.py`) and the",
         "roster (`libs/contracts/src/contracts/roster.py`). Run `make catalog` after changing",
         "either; `make test` fails while this file is out of date.",
+        "",
+        "## Services and streams",
+        "",
+        "Each service publishes its events on the streams it owns; each arrow out of a stream",
+        "is a service that subscribes to it.",
+        "",
+        *diagram(),
         "",
         "## Streams",
         "",
@@ -193,33 +241,46 @@ def earlier_versions(name: str, current: int) -> list[str]:
     return lines
 
 
+def stale(path: Path, text: str) -> bool:
+    """Whether `path` differs from `text`; if it does, the difference on stderr."""
+    current = path.read_text() if path.exists() else ""
+    if current == text:
+        return False
+    name = path.relative_to(ROOT)
+    diff = difflib.unified_diff(
+        current.splitlines(keepends=True),
+        text.splitlines(keepends=True),
+        f"{name} (committed)",
+        f"{name} (from the code)",
+    )
+    sys.stderr.writelines(diff)
+    state = "out of date with" if path.exists() else "missing; it is generated from"
+    print(
+        f"{name} is {state} the event registry and the roster:"
+        " run `make catalog` and commit the result",
+        file=sys.stderr,
+    )
+    return True
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Write docs/events.md from the event registry.")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file is out of date")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file is out of date")
     args = parser.parse_args(argv)
-    text = render()
-    current = CATALOG.read_text() if CATALOG.exists() else ""
+    files = {CATALOG: render()}
+    if README.exists():
+        files[README] = readme_with_diagram(README.read_text())
     if args.check:
-        if current == text:
-            print(f"{CATALOG.relative_to(ROOT)} is up to date")
-            return 0
-        diff = difflib.unified_diff(
-            current.splitlines(keepends=True),
-            text.splitlines(keepends=True),
-            f"{CATALOG.relative_to(ROOT)} (committed)",
-            f"{CATALOG.relative_to(ROOT)} (from the code)",
-        )
-        sys.stderr.writelines(diff)
-        state = "out of date with" if CATALOG.exists() else "missing; it is generated from"
-        print(
-            f"{CATALOG.relative_to(ROOT)} is {state} the event registry and the roster:"
-            " run `make catalog` and commit the result",
-            file=sys.stderr,
-        )
-        return 1
+        out_of_date = [path for path, text in files.items() if stale(path, text)]
+        if out_of_date:
+            return 1
+        print(f"{', '.join(str(p.relative_to(ROOT)) for p in files)}: up to date")
+        return 0
     CATALOG.parent.mkdir(exist_ok=True)
-    CATALOG.write_text(text)
-    print(f"wrote {CATALOG.relative_to(ROOT)}")
+    for path, text in files.items():
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
 

@@ -65,7 +65,7 @@ def not_running(clients: dict[str, httpx.Client]) -> list[str]:
         try:
             http.get("/health")
         except httpx.TransportError:
-            down.append(f"{name} ({http.base_url})")
+            down.append(name)
     return down
 
 
@@ -77,8 +77,8 @@ def main() -> int:
     clients = {name: httpx.Client(base_url=ROSTER.url(name), timeout=10) for name in ROSTER.names}
     if down := not_running(clients):
         print(
-            f"demo: the stack is not running (no answer from {', '.join(down)}); "
-            "`make local-up` starts it",
+            f"demo: the stack is not running ({', '.join(down)} did not answer): start it with "
+            "`make local-up`, or `make dev` in another terminal, then run `make demo` again",
             file=sys.stderr,
         )
         return 1
@@ -139,4 +139,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except httpx.TransportError as exc:  # a service stopped answering while the demo ran
+        sys.exit(f"demo: lost the stack ({exc.request.url}: {exc}); is it still running?")

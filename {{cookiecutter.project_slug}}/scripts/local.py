@@ -1,8 +1,10 @@
-"""Run the broker and every service of the roster as local processes under supervisord.
+"""Run the broker and every service of the roster as local processes.
 
     python scripts/local.py up      start what is not running; return once every /ready is 200
     python scripts/local.py down    stop everything `up` started, and nothing else
     python scripts/local.py status
+    python scripts/local.py dev     the stack in the foreground, each service restarting when
+                                    its code changes; Ctrl-C stops everything it started
 
 The services are those of the roster (libs/contracts). Each listens on the port of its
 `<NAME>_URL` (USER_URL, BILLING_URL, ...) when that is set, else on its roster port, and
@@ -10,26 +12,37 @@ every service is given every `<NAME>_URL`, so a rebuild finds the feeds it reads
 BROKER_URL passes through to the services; the broker is scripts/local_broker_<kind>.py,
 where the kind is BROKER or the broker this project was generated for. DATABASE_URL
 (default: a SQLite file per service under var/) may contain `{service}`, replaced by each
-service's name, e.g. postgresql+asyncpg://postgres@127.0.0.1/shop_{service}. Logs go to
-var/log/.
+service's name, e.g. postgresql+asyncpg://postgres@127.0.0.1/shop_{service}.
 
+`up` runs them in the background under supervisord, with logs in var/log/.
 REPLICAS=N runs N processes of every service: replica k (from 0) is the program
 `<service>` (k = 0) or `<service>-<k>`, listening on the service's port + 100 * k, all on
 the service's one database; with PostgreSQL they share the work (the outbox relay, migrations
 and emails each take a lock), with SQLite keep 1. `up` starts whichever is not running.
+
+`dev` runs one process of each as its own children and prints their logs, each line after
+its program's name. Each service runs under uvicorn's reloader, which watches the service's
+src/ and every libs/*/src, so saving a file restarts the service. `dev` refuses to start
+while `up`'s stack runs, since both take the same ports and databases.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
+from types import FrameType, ModuleType
+from typing import IO
 from urllib.parse import urlsplit
 
 from contracts import ROSTER
@@ -41,6 +54,17 @@ LOGS = VAR / "log"
 CONF = VAR / "supervisord.conf"
 READY_TIMEOUT = float(os.environ.get("READY_TIMEOUT", "90"))
 REPLICA_PORT_STEP = 100
+STOP_TIMEOUT = 15.0  # how long `dev` lets a program stop before it kills it
+
+# A program to run: its name, its command line and the environment it adds.
+Program = tuple[str, str, dict[str, str]]
+OUTPUT = threading.Lock()  # one line at a time on stdout, from `dev`'s log copiers
+
+
+def say(prefix: str, what: str) -> None:
+    """A progress line, printed at once: make shows nothing else while it waits."""
+    with OUTPUT, contextlib.suppress(OSError):  # a closed terminal must not stop `dev`'s stop
+        print(f"{prefix}: {what}", flush=True)
 
 
 def local_broker() -> ModuleType:
@@ -50,6 +74,13 @@ def local_broker() -> ModuleType:
         return importlib.import_module(f"local_broker_{kind}")
     except ModuleNotFoundError:
         sys.exit(f"local-up: no scripts/local_broker_{kind}.py: BROKER={kind} cannot run here")
+
+
+def broker_address() -> str:
+    """host:port of the broker, without any credentials BROKER_URL holds (it is printed)."""
+    value = (os.environ.get("BROKER_URL") or local_broker().DEFAULT_URL).split(",")[0]
+    parts = urlsplit(value if "//" in value else f"//{value}")
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
 def url(service: str) -> str:
@@ -68,21 +99,22 @@ def replica_count() -> int:
     return int(value)
 
 
-def replicas(service: str) -> list[tuple[str, int]]:
-    """(program name, port) of each replica of `service`; the first keeps the base port."""
+def replicas(service: str, count: int | None = None) -> list[tuple[str, int]]:
+    """(program name, port) of each replica of `service` (REPLICAS unless `count` is given);
+    the first keeps the base port."""
     base = port(service)
     return [
         (service if k == 0 else f"{service}-{k}", base + REPLICA_PORT_STEP * k)
-        for k in range(replica_count())
+        for k in range(replica_count() if count is None else count)
     ]
 
 
-def ready_urls() -> dict[str, str]:
+def ready_urls(count: int | None = None) -> dict[str, str]:
     host = {name: urlsplit(url(name)).hostname or "127.0.0.1" for name in ROSTER.names}
     return {
         program_name: f"http://{host[name]}:{replica_port}/ready"
         for name in ROSTER.names
-        for program_name, replica_port in replicas(name)
+        for program_name, replica_port in replicas(name, count)
     }
 
 
@@ -92,9 +124,35 @@ def database_url(service: str) -> dict[str, str]:
     return {"DATABASE_URL": value.replace("{service}", service)} if value else {}
 
 
-def program(name: str, command: str, environment: dict[str, str] | None = None) -> str:
+def reload_dirs(service: str) -> list[Path]:
+    """What `dev` watches for one service: its own code and the shared libraries."""
+    return [ROOT / "services" / service / "src", *sorted(ROOT.glob("libs/*/src"))]
+
+
+def service_programs(count: int | None = None, reload: bool = False) -> list[Program]:
+    """Every replica of every service: `python -m <name>_service`, or with `reload` the
+    reloading server of `serve-reloading`."""
+    urls = {spec.url_setting: url(spec.name) for spec in ROSTER.services}
+    programs = []
+    for name in ROSTER.names:
+        command = f"{shlex.quote(sys.executable)} -m {name}_service"
+        if reload:
+            script = shlex.quote(str(Path(__file__).resolve()))
+            command = f"{shlex.quote(sys.executable)} {script} serve-reloading {name}"
+        for program_name, replica_port in replicas(name, count):
+            environment = {
+                "PORT": str(replica_port),
+                "TRACES_FILE": str(VAR / "traces" / f"{program_name}.jsonl"),
+                **urls,
+                **database_url(name),
+            }
+            programs.append((program_name, command, environment))
+    return programs
+
+
+def program(name: str, command: str, environment: dict[str, str]) -> str:
     # supervisord expands %(...)s in its config, so a literal % is written %%.
-    env = ",".join(f'{k}="{v.replace("%", "%%")}"' for k, v in (environment or {}).items())
+    env = ",".join(f'{k}="{v.replace("%", "%%")}"' for k, v in environment.items())
     lines = [
         f"[program:{name}]",
         f"command={command}",
@@ -115,23 +173,15 @@ def program(name: str, command: str, environment: dict[str, str] | None = None) 
     return "\n".join(lines)
 
 
-def write_config() -> None:
-    programs = [program(name, cmd, env) for name, cmd, env in local_broker().programs(VAR)]
-    urls = {spec.url_setting: url(spec.name) for spec in ROSTER.services}
-    programs += [
-        program(
-            program_name,
-            f"{sys.executable} -m {name}_service",
-            {
-                "PORT": str(replica_port),
-                "TRACES_FILE": str(VAR / "traces" / f"{program_name}.jsonl"),
-                **urls,
-                **database_url(name),
-            },
-        )
-        for name in ROSTER.names
-        for program_name, replica_port in replicas(name)
-    ]
+def configured_section(name: str) -> str | None:
+    """The [program:name] section of the config supervisord runs, if it has one."""
+    sections = CONF.read_text().split("\n\n") if CONF.exists() else []
+    return next((s for s in sections if s.startswith(f"[program:{name}]\n")), None)
+
+
+def write_config(programs: list[Program], kept: list[str]) -> None:
+    """supervisord's config: `programs`, and the sections `kept` from the running config."""
+    sections = kept + [program(*spec) for spec in programs]
     CONF.write_text(
         "\n\n".join(
             [
@@ -141,7 +191,7 @@ def write_config() -> None:
                 "[rpcinterface:supervisor]\n"
                 "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
                 f"[supervisorctl]\nserverurl=unix://{VAR / 'supervisor.sock'}",
-                *programs,
+                *sections,
             ]
         )
         + "\n"
@@ -161,51 +211,52 @@ def supervisord_running() -> bool:
     return CONF.exists() and ctl("pid").returncode == 0 and ctl("pid").stdout.strip().isdigit()
 
 
+def program_states() -> dict[str, str]:
+    """supervisord's state of each program: RUNNING, STARTING, STOPPED, EXITED, FATAL, ..."""
+    lines = ctl("status").stdout.splitlines()
+    return {parts[0]: parts[1] for line in lines if len(parts := line.split()) >= 2}
+
+
+def announce(prefix: str, programs: list[Program], running: set[str]) -> None:
+    """One line for the broker and one for each service: starting, or already running."""
+    if all(name != "broker" for name, _, _ in programs):
+        say(prefix, f"using the broker that answers at {broker_address()}")
+    for name, _, env in programs:
+        where = broker_address() if name == "broker" else f"port {env['PORT']}"
+        say(prefix, f"{name} {'already running' if name in running else 'starting'} on {where}")
+
+
 def up() -> int:
     LOGS.mkdir(parents=True, exist_ok=True)
+    services = service_programs()
     if supervisord_running():
-        write_config()  # REPLICAS may have changed: supervisord adds or drops programs
+        running = {name for name, state in program_states().items() if state == "RUNNING"}
+        # A broker of our own answers by now, so local_broker() would start none and the
+        # update below would stop it: keep its section as it is.
+        kept = [section] if (section := configured_section("broker")) else []
+        broker = [] if kept else local_broker().programs(VAR)
+        announce("local-up", [("broker", "", {})] * len(kept) + broker + services, running)
+        write_config(broker + services, kept)  # REPLICAS may have changed: add or drop programs
         ctl("reread")
         ctl("update")
         ctl("start", "all")
     else:
-        write_config()
+        broker = local_broker().programs(VAR)
+        announce("local-up", broker + services, set())
+        write_config(broker + services, [])
+        say(
+            "local-up",
+            f"supervisord runs them in the background; logs in {LOGS.relative_to(ROOT)}/",
+        )
         subprocess.run(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(CONF)], check=True
         )
-    return wait_ready()
-
-
-def ready(address: str) -> tuple[bool, str]:
-    try:
-        with urllib.request.urlopen(address, timeout=2) as response:
-            return response.status == 200, ""
-    except urllib.error.HTTPError as exc:
-        return False, exc.read().decode(errors="replace")
-    except OSError as exc:
-        return False, str(exc)
-
-
-def wait_ready() -> int:
-    deadline = time.monotonic() + READY_TIMEOUT
-    waiting = ready_urls()
-    reasons: dict[str, str] = {}
-    while waiting and time.monotonic() < deadline:
-        crashed = [
-            line.split()[0]
-            for line in ctl("status").stdout.splitlines()
-            if any(state in line for state in ("EXITED", "FATAL"))
-        ]
-        if crashed:
-            reasons |= {name: "its process exited" for name in crashed}
-            waiting |= {name: "" for name in crashed}
-            break
-        for name, address in list(waiting.items()):
-            ok, reasons[name] = ready(address)
-            if ok:
-                del waiting[name]
-        if waiting:
-            time.sleep(0.3)
+    crashed = ["EXITED", "FATAL"]
+    waiting, reasons = wait_ready(
+        "local-up",
+        ready_urls(),
+        lambda: [name for name, state in program_states().items() if state in crashed],
+    )
     if not waiting:
         ready_at = [f"{name} :{p}" for n in ROSTER.names for name, p in replicas(n)]
         print("local stack ready: " + ", ".join(ready_at))
@@ -218,6 +269,39 @@ def wait_ready() -> int:
         if log.exists():
             print("\n".join(log.read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
     return 1
+
+
+def ready(address: str) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(address, timeout=2) as response:
+            return response.status == 200, ""
+    except urllib.error.HTTPError as exc:
+        return False, exc.read().decode(errors="replace")
+    except OSError as exc:
+        return False, str(exc)
+
+
+def wait_ready(
+    prefix: str, urls: dict[str, str], exited: Callable[[], list[str]]
+) -> tuple[set[str], dict[str, str]]:
+    """Poll each /ready until it answers 200, printing each as it does; give up early once
+    a program has exited. Returns the programs not ready, and why."""
+    say(prefix, f"waiting for /ready of {len(urls)} services (up to {READY_TIMEOUT:.0f}s)")
+    deadline = time.monotonic() + READY_TIMEOUT
+    waiting = dict(urls)
+    reasons: dict[str, str] = {}
+    while waiting and time.monotonic() < deadline:
+        if crashed := exited():
+            reasons |= {name: "its process exited" for name in crashed}
+            return set(waiting) | set(crashed), reasons
+        for name, address in list(waiting.items()):
+            ok, reasons[name] = ready(address)
+            if ok:
+                del waiting[name]
+                say(prefix, f"{name} ready at {address.removesuffix('/ready')}")
+        if waiting:
+            time.sleep(0.3)
+    return set(waiting), reasons
 
 
 def down() -> int:
@@ -246,8 +330,138 @@ def status() -> int:
     return 0
 
 
+# --- dev: the stack in the foreground, restarting a service when its code changes ---
+
+
+class Interrupted(Exception):
+    """Ctrl-C, or SIGTERM or SIGHUP: time to stop everything `dev` started."""
+
+
+def interrupt(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def copy_lines(name: str, width: int, stream: IO[str]) -> None:
+    """Print a program's output as it comes, each line after the program's name."""
+    for line in stream:  # read to the end even with no one to show it to: a full pipe blocks
+        with OUTPUT, contextlib.suppress(OSError):
+            sys.stdout.write(f"{name:<{width}} | {line}")
+            sys.stdout.flush()
+
+
+def start(
+    name: str, command: str, environment: dict[str, str], width: int
+) -> subprocess.Popen[str]:
+    """Start a program in a session of its own: Ctrl-C reaches only `dev`, which then stops
+    the programs in order (the services, then the broker)."""
+    process = subprocess.Popen(
+        shlex.split(command),
+        cwd=ROOT,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"} | environment,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    threading.Thread(target=copy_lines, args=(name, width, process.stdout), daemon=True).start()
+    return process
+
+
+def signal_group(process: subprocess.Popen[str], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)  # the program and its children (uvicorn's worker)
+
+
+def stop(processes: dict[str, subprocess.Popen[str]]) -> None:
+    """SIGTERM to the services, then to the broker; SIGKILL what outlives STOP_TIMEOUT."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+    if not processes:
+        return
+    say("dev", "stopping " + ", ".join(processes))
+    services = {name: p for name, p in processes.items() if name != "broker"}
+    broker = {name: p for name, p in processes.items() if name == "broker"}
+    for group in (services, broker):
+        for process in group.values():
+            signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for name, process in group.items():
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                say("dev", f"{name} did not stop within {STOP_TIMEOUT:.0f}s: killing it")
+            signal_group(process, signal.SIGKILL)  # whatever of its group is left
+            process.wait()
+    say("dev", "stopped everything it started")
+
+
+def exited(processes: dict[str, subprocess.Popen[str]]) -> list[str]:
+    return [name for name, process in processes.items() if process.poll() is not None]
+
+
+def dev() -> int:
+    if supervisord_running():
+        print(
+            "dev: the stack of `make local-up` is running on the same ports: "
+            "`make local-down` first",
+            file=sys.stderr,
+        )
+        return 1
+    LOGS.mkdir(parents=True, exist_ok=True)
+    broker = local_broker().programs(VAR)
+    services = service_programs(count=1, reload=True)
+    width = max(len(name) for name, _, _ in broker + services)
+    processes: dict[str, subprocess.Popen[str]] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
+    try:
+        announce("dev", broker + services, set())
+        for name, command, environment in broker + services:
+            processes[name] = start(name, command, environment, width)
+        waiting, reasons = wait_ready("dev", ready_urls(count=1), lambda: exited(processes))
+        why = "; ".join(f"{name}: {reasons.get(name) or 'no answer'}" for name in waiting)
+        if exited(processes):
+            print(f"dev: not ready: {why}", file=sys.stderr)
+            return 1
+        watched = ", ".join(str(d.relative_to(ROOT)) for d in reload_dirs("<name>"))
+        if waiting:  # a service whose code fails to start restarts once it is fixed
+            say("dev", f"not ready ({why}); still watching for changes under {watched}")
+        else:
+            say("dev", f"ready; a change under {watched} restarts that service; Ctrl-C stops all")
+        while not (gone := exited(processes)):
+            time.sleep(0.5)
+        print(f"dev: {', '.join(gone)} exited; stopping the rest", file=sys.stderr)
+        return 1
+    except Interrupted:
+        return 0
+    finally:
+        stop(processes)
+
+
+def serve_reloading(service: str) -> int:
+    """One service under uvicorn's reloader (a program of `dev`): it runs the app in a child
+    process and starts a new one when a watched file changes."""
+    import uvicorn
+
+    settings = importlib.import_module(f"{service}_service.settings").Settings()
+    uvicorn.run(
+        f"{service}_service.main:create_app",
+        factory=True,
+        host=settings.HOST,
+        port=settings.PORT,
+        reload=True,
+        reload_dirs=[str(d) for d in reload_dirs(service)],
+        log_config=None,  # the app writes JSON logs of its own (eventkit.logs)
+    )
+    return 0
+
+
 if __name__ == "__main__":
-    commands = {"up": up, "down": down, "status": status}
+    commands = {"up": up, "down": down, "status": status, "dev": dev}
+    if len(sys.argv) == 3 and sys.argv[1] == "serve-reloading":
+        sys.exit(serve_reloading(sys.argv[2]))
     if len(sys.argv) != 2 or sys.argv[1] not in commands:
-        sys.exit(f"usage: {sys.argv[0]} up|down|status")
+        sys.exit(f"usage: {sys.argv[0]} up|down|status|dev")
     sys.exit(commands[sys.argv[1]]())

@@ -9,7 +9,9 @@ one line on stderr, exit status 2, and nothing written. Then it
    handlers, a projection, an API, the first migration and a test that passes;
 2. adds `ServiceSpec("<name>", <next free port>, subscribes=(...))` to the roster,
    libs/contracts/src/contracts/roster.py;
-3. installs the new package into .venv, when there is one;
+3. installs the new package into .venv, when there is one (editable, with uv, like `make
+   install`; the workspace of the root pyproject.toml takes in services/* by itself, and a
+   new service needs no third-party package beyond eventkit's, already in requirements.lock);
 4. regenerates what cannot read the roster (scripts/deploy_files.py: compose, Kubernetes,
    Prometheus, Postgres init) and the docs that list the services (scripts/catalog.py:
    docs/events.md; scripts/settings_table.py: README's settings table).
@@ -27,6 +29,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -131,6 +134,7 @@ class Plan:
         imported = ", ".join(sorted({self.constants.get(s, "") for s in self.streams} - {""}))
         fill = {
             "@name@": self.name,
+            "@dist@": distribution_prefix(),
             "@Owner@": self.name.capitalize() + ("'" if self.name.endswith("s") else "'s"),
             "@streams@": ", ".join(self.streams),
             "@stream_imports@\n": f"from contracts import {imported}\n" if imported else "",
@@ -195,12 +199,13 @@ class Plan:
 
     def follow_up(self) -> int:
         """What follows from the new roster entry; the service itself is in place by now."""
-        install = ["-m", "pip", "install", "--quiet", "-e", f"services/{self.name}"]
+        venv = ROOT / ".venv/bin"
+        install = ["pip", "install", "--quiet", "--python", str(venv / "python"), "--no-deps"]
         steps = [  # (what, the file it needs, the command)
             (
                 f"installing services/{self.name} into .venv",
-                ".venv/bin/python",
-                [str(ROOT / ".venv/bin/python"), *install],
+                ".venv/bin/uv",
+                [str(venv / "uv"), *install, "-e", f"services/{self.name}"],
             ),
             (
                 "regenerating compose, Kubernetes, Prometheus and Postgres init from the roster",
@@ -278,6 +283,13 @@ def other_uses(name: str) -> str | None:
     return None
 
 
+def distribution_prefix() -> str:
+    """`<slug>` of the project's own distribution names (`<slug>-eventkit`, `<slug>-user`):
+    names of its own, so that no install takes a stranger's package from an index."""
+    eventkit = tomllib.loads((ROOT / "libs/eventkit/pyproject.toml").read_text())
+    return str(eventkit["project"]["name"]).removesuffix("-eventkit")
+
+
 def load_contracts() -> tuple[Any, Any]:
     """The roster as it stands in this tree, and the `contracts` package around it."""
     sys.dont_write_bytecode = True  # a refusal leaves no trace, not even __pycache__
@@ -334,21 +346,20 @@ def say(line: str) -> None:
 
 PYPROJECT = """\
 [project]
-name = "@name@-service"
+name = "@dist@-@name@"
 version = "0.1.0"
 description = "The last event seen of each aggregate of @streams@ (from make service)."
 requires-python = ">=3.11"
-dependencies = ["eventkit", "contracts"]
+dependencies = ["@dist@-eventkit", "@dist@-contracts"]
 
 [build-system]
-requires = ["setuptools>=68"]
-build-backend = "setuptools.build_meta"
+# uv builds it itself and fetches nothing for that (make install, the Dockerfile).
+requires = ["uv_build>=0.13.9,<0.14"]
+build-backend = "uv_build"
 
-[tool.setuptools.packages.find]
-where = ["src"]
-
-[tool.setuptools.package-data]
-"*" = ["migrations/script.py.mako"]
+[tool.uv.build-backend]
+# The import name; every file of its folder under src/ ships (migrations/script.py.mako too).
+module-name = "@name@_service"
 """
 
 INIT = '''\

@@ -26,6 +26,10 @@ END = "<!-- end of settings table -->"
 
 def row(name: str, field: FieldInfo, where: str) -> str:
     default: Any = field.default
+    if isinstance(default, tuple):  # as the environment gives it: comma-separated
+        default = ",".join(
+            f"{value:g}" if isinstance(value, float) else str(value) for value in default
+        )
     shown = (
         "(required)"
         if field.is_required()

@@ -14,22 +14,41 @@ from typing import Any
 
 import httpx
 
-from scripts.bench.baseline import raw_broker
-from scripts.bench.fanout import http_fanout
+from scripts.bench import cpu
+from scripts.bench.ceiling import ceiling
 from scripts.bench.pipeline import pipeline
 from scripts.bench.report import client_versions, plot, print_table
+from scripts.bench.saturation import saturation
 from scripts.bench.stack import ROOT, broker_kind, not_ready
 
 REPORTS = ROOT / "reports"
-PHASES = ("broker_baseline", "pipeline", "http")
+PHASES = ("ceiling", "pipeline", "saturation")
+
+
+def rates(text: str) -> list[float]:
+    """`25,50,100`: the offered rates of the saturation steps, in sign-ups per second."""
+    values = [float(part) for part in text.split(",") if part.strip()]
+    if not values or any(value <= 0 for value in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give rates above 0, comma-separated")
+    return values
+
+
+def phases(text: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(chosen) - set(PHASES))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {','.join(PHASES)}")
+    return chosen
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    programs = cpu.stack_processes()
     report: dict[str, Any] = {
         "broker": broker_kind(),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),
+            "load_average": [round(load, 2) for load in os.getloadavg()],
             "platform": platform.platform(),
             "machine": platform.machine(),
             "python": platform.python_version(),
@@ -37,57 +56,72 @@ async def main_async(args: argparse.Namespace) -> int:
         "versions": client_versions(),
         "parameters": {
             "events": args.events,
-            "rate": args.rate,
-            "seconds": args.seconds,
+            "steps": args.steps,
+            "step_seconds": args.step_seconds,
+            "follow": args.follow,
             "in_flight": args.in_flight,
             "poll_ms": args.poll_ms,
-            "sample": args.sample,
             "timeout": args.timeout,
+            "phases": args.phases,
         },
+        # The processes whose CPU is measured (none when local-up did not start the stack).
+        "processes": programs,
     }
-    # Idle connections are dropped before uvicorn's 5 s keep-alive would close them.
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=2)
+    limits = httpx.Limits(max_connections=100, keepalive_expiry=2)
     async with httpx.AsyncClient(timeout=10, limits=limits) as http:
         if failed := await not_ready(http):
             message = "bench: stack not ready (make local-up): " + "; ".join(failed)
             print(message, file=sys.stderr)
             return 1
-        steps: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = [
-            ("broker_baseline", lambda: raw_broker(args.events, args.in_flight, args.timeout)),
-            ("pipeline", lambda: pipeline(http, args.events, args.in_flight, args.timeout)),
-            (
-                "http",
-                lambda: http_fanout(
-                    http,
-                    args.rate,
-                    args.seconds,
-                    sample=args.sample,
-                    poll=args.poll_ms / 1000,
-                    timeout=args.timeout,
-                ),
+        if programs:
+            report["idle_cpu_ms_per_second"] = await cpu.idle(programs)
+        runs: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+            "ceiling": lambda: ceiling(args.events, args.in_flight, args.timeout),
+            "pipeline": lambda: pipeline(http, args.events, args.in_flight, args.timeout, programs),
+            "saturation": lambda: saturation(
+                http,
+                args.steps,
+                args.step_seconds,
+                follow=args.follow,
+                poll=args.poll_ms / 1000,
+                timeout=args.timeout,
+                programs=programs,
+                idle=report.get("idle_cpu_ms_per_second", {}),
             ),
-        ]
-        for key, step in steps:
+        }
+        for key, run in runs.items():
             if key not in args.phases:
                 continue
             print(f"bench: {key} ...", flush=True)
-            report[key] = await step()
-    if "pipeline" in report and "broker_baseline" in report:
-        report["pipeline_to_baseline"] = round(
-            report["pipeline"]["events_per_second"]
-            / report["broker_baseline"]["events_per_second"],
-            3,
+            try:
+                report[key] = await run()
+            except Exception as exc:  # the other phases' figures are still worth having
+                report[key] = {"error": f"{type(exc).__name__}: {exc}"}
+                print(f"bench: {key} failed: {report[key]['error']}", file=sys.stderr)
+    errors = [key for key in PHASES if "error" in report.get(key, {})]
+    if {"pipeline", "ceiling"} <= report.keys() - set(errors):
+        report["pipeline_to_ceiling"] = round(
+            report["pipeline"]["events_per_second"] / report["ceiling"]["events_per_second"], 4
         )
     REPORTS.mkdir(exist_ok=True)
     written = [REPORTS / "bench.json"]
-    if "http" in report:
-        plot(report["http"], report["broker"], REPORTS / "bench-lag.png")
-        written.append(REPORTS / "bench-lag.png")
     written[0].write_text(json.dumps(report, indent=2) + "\n")
+    (REPORTS / "bench.png").unlink(missing_ok=True)  # not from an earlier run
+    if "saturation" in report and "saturation" not in errors:
+        plot(report, REPORTS / "bench.png")
+        written.append(REPORTS / "bench.png")
     print_table(report)
     print(f"\nwrote {' and '.join(str(path.relative_to(ROOT)) for path in written)}")
-    http = report.get("http", {})
-    return 1 if http.get("failures") or http.get("fanout_timeouts") else 0
+    return 1 if errors or failed_below_saturation(report) else 0
+
+
+def failed_below_saturation(report: dict[str, Any]) -> bool:
+    """A step the stack kept up with had failed sign-ups or lost fan-outs: something broke
+    (where it fell behind, requests that time out are part of the measurement)."""
+    steps = report.get("saturation", {}).get("steps", [])  # none if it failed
+    return any(
+        step["failures"] or step["fanout_timeouts"] for step in steps if not step["fell_behind"]
+    )
 
 
 def main() -> int:
@@ -95,16 +129,31 @@ def main() -> int:
         prog="python -m scripts.bench",
         description="The fan-out benchmark, against the running stack (scripts/bench/__init__.py)",
     )
-    parser.add_argument("--events", type=int, default=2000, help="events for (1) and (2)")
-    parser.add_argument("--rate", type=float, default=100, help="sign-ups per second in (3)")
-    parser.add_argument("--seconds", type=float, default=10, help="how long (3) runs")
+    parser.add_argument(
+        "--events", type=int, default=10_000, help="events for the ceiling and the pipeline"
+    )
+    parser.add_argument(
+        "--steps",
+        type=rates,
+        default=[25.0, 50.0, 100.0, 200.0, 400.0],
+        help="offered sign-ups per second, one step each, comma-separated (25,50,100,200,400)",
+    )
+    parser.add_argument("--step-seconds", type=float, default=10, help="how long each step offers")
+    parser.add_argument(
+        "--follow", type=float, default=10, help="sign-ups a second whose fan-out lag is followed"
+    )
     parser.add_argument("--poll-ms", type=float, default=10, help="read-model polling interval")
-    parser.add_argument("--sample", type=int, default=4, help="follow every Nth sign-up's fan-out")
     parser.add_argument("--in-flight", type=int, default=100, help="publishes awaiting the broker")
-    parser.add_argument("--timeout", type=float, default=60, help="give up on a phase after")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120,
+        help="give up on a phase once nothing moved for this long (seconds), and on a "
+        "sign-up's fan-out after this long",
+    )
     parser.add_argument(
         "--phases",
-        type=lambda text: [p.strip() for p in text.split(",")],
+        type=phases,
         default=list(PHASES),
         help=f"run only some, comma-separated (default: {','.join(PHASES)})",
     )

@@ -1,4 +1,19 @@
-"""Phase 3, http: sign-ups at a fixed rate; their latency and their fan-out lag."""
+"""One step of the saturation phase: sign-ups at a fixed rate, their latency and fan-out lag.
+
+The fan-out lag of a sign-up runs from its `201` until it is in every read model. Where
+stack.VIEWS knows how to ask a read model about one user (billing's account, notification's
+sent mail), that answer is polled every `poll`, or every tenth of its age once that is
+longer (at most every MAX_POLL), so the error stays within 10% and the polling does not swamp
+a stack that falls behind.
+
+A read model that keeps counters only (analytics, or a new service) is not asked about one
+user. It counts as having the user once its applied-UserCreated counter has grown by at least
+as much as the producer's `eventkit_events_published_total{...}` had when another read model
+first showed the user. The producer publishes in commit order, so that count includes the
+user; a consumer applying the stream in order has then applied it. (Where a stream is split
+into partitions, the order holds per partition: events of users on another partition may be
+counted first, by as much as that consumer runs behind.)
+"""
 
 from __future__ import annotations
 
@@ -16,6 +31,8 @@ from scripts.bench.report import summary_ms
 from scripts.bench.stack import PRODUCER, READERS, VIEWS, consumed, published, shows, url
 
 MAX_POLL = 0.25  # seconds between looks at one sign-up, however far behind the stack is
+POST_CONNECTIONS = 500  # sign-ups in flight at once; more wait for a connection
+REQUEST_TIMEOUT = 10.0  # seconds: a sign-up not answered by then counts as failed
 
 
 @dataclass
@@ -132,69 +149,83 @@ async def http_fanout(
     rate: float,
     seconds: float,
     *,
-    sample: int,
+    follow_every: int,
     poll: float,
     timeout: float,
 ) -> dict[str, Any]:
     """POST /users at `rate` per second for `seconds`: the latency of each, and the fan-out
-    lag of every `sample`-th (polling every sign-up would load the services more than the
-    sign-ups do)."""
+    lag of every `follow_every`-th (polling every sign-up would load the services more than
+    the sign-ups do). `http` is for the looks at the read models; the sign-ups get a client
+    of their own, so that a backlog of them does not hold the looks up."""
     watch = FanoutWatch(http, poll, timeout)
     await watch.baseline()
     samplers = [asyncio.create_task(counter.run()) for counter in watch.counted.values()]
     latencies: list[float] = []
     failures: list[str] = []
-    total = int(rate * seconds)
+    total = max(1, round(rate * seconds))
     run = uuid.uuid4().hex[:8]
+    last_sent = last_answer = 0.0
+    # Idle connections are dropped before uvicorn's 5 s keep-alive would close them.
+    limits = httpx.Limits(max_connections=POST_CONNECTIONS, keepalive_expiry=2)
+    posts = httpx.AsyncClient(timeout=REQUEST_TIMEOUT, limits=limits)
 
     async def sign_up(n: int) -> None:
+        nonlocal last_sent, last_answer
         body = {"name": f"Bench {n}", "email": f"fanout-{run}-{n}@example.com"}
-        sent = time.perf_counter()
+        sent = last_sent = time.perf_counter()
         try:
-            response = await http.post(f"{url(PRODUCER)}/users", json=body)
+            response = await posts.post(f"{url(PRODUCER)}/users", json=body)
         except httpx.HTTPError as exc:
             failures.append(repr(exc))
             return
-        arrived = time.perf_counter()
+        arrived = last_answer = time.perf_counter()
         if response.status_code != 201:
             failures.append(f"{response.status_code} {response.text[:200]}")
             return
         latencies.append(arrived - sent)
-        if n % sample == 0:
+        if n % follow_every == 0:
             watch.follow(SignUp(response.json()["id"], arrived))
 
     started = time.perf_counter()
-    tasks = []
     try:
-        for n in range(total):
-            # Open loop: each request leaves on its schedule, whether or not earlier ones
-            # have returned.
-            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(sign_up(n)))
-        await asyncio.gather(*tasks)
-        sent_seconds = time.perf_counter() - started
+        async with posts:
+            tasks = []
+            for n in range(total):
+                # Open loop: each request leaves on its schedule, whether or not earlier ones
+                # have returned.
+                await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+                tasks.append(asyncio.create_task(sign_up(n)))
+            await asyncio.gather(*tasks)
         await asyncio.gather(*watch.followers)
     finally:
         for sampler in samplers:
             sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
-    lags = [s.lag() for s in watch.done]
     by_model = {
         name: summary_ms([s.seen[name] - s.created_at for s in watch.done]) for name in READERS
     }
     return {
-        "rate": rate,
+        "offered_per_second": rate,
         "seconds": seconds,
         "requests": total,
-        "achieved_rate": round(len(latencies) / sent_seconds, 1),
+        # Below the offered rate when this process could not keep to the schedule.
+        "sent_per_second": per_second(total, last_sent - started, rate),
+        "served": len(latencies),
+        "served_per_second": per_second(len(latencies), last_answer - started, rate),
         "failures": len(failures),
         "failure_examples": failures[:5],
         "latency": summary_ms(latencies),
-        "fanout_lag": summary_ms(lags),
+        "fanout_lag": summary_ms([s.lag() for s in watch.done]),
         "fanout_lag_by_read_model": by_model,
         "fanout_timeouts": len(watch.timed_out),
-        "fanout_sample_every": sample,
+        "followed_every": follow_every,
         "poll_ms": round(poll * 1000, 1),
-        "lags_ms": [round(lag * 1000, 2) for lag in lags],
     }
+
+
+def per_second(count: int, seconds: float, rate: float) -> float:
+    """`count` events over `seconds` from the first request to the last; the n-th of a
+    schedule at `rate` leaves at (n - 1) / rate, so the span of the whole is one interval
+    longer than that."""
+    return round(count / (seconds + 1 / rate), 1) if count else 0.0

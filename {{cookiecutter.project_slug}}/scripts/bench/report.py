@@ -1,8 +1,9 @@
-"""The figures: percentiles, the table, reports/bench.json and the lag histogram."""
+"""The figures: percentiles, the versions, the table and the saturation curve's plot."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import re
 import statistics
 from pathlib import Path
@@ -10,12 +11,13 @@ from typing import Any
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of `values`; 0 for none."""
+    """Nearest-rank percentile (q in 0..100) of `values`: the smallest value that at least
+    q% of them do not exceed; 0 for none."""
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
+    rank = math.ceil(q * len(ordered) / 100 - 1e-9)  # q * n / 100 is exact for whole q
+    return ordered[max(1, min(len(ordered), rank)) - 1]
 
 
 def summary_ms(seconds: list[float]) -> dict[str, float]:
@@ -51,51 +53,121 @@ def client_versions() -> dict[str, str]:
     return versions
 
 
-def plot(http: dict[str, Any], broker_kind: str, path: Path) -> None:
-    """A histogram of the fan-out lags, with their percentiles marked."""
+def plot(report: dict[str, Any], path: Path) -> None:
+    """The saturation curve: latencies against the offered rate (log scales), and below it
+    the rate served against the rate offered."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
-    lags = http["lags_ms"]
-    figure, axis = plt.subplots(figsize=(8, 4.5))
-    if lags:
-        axis.hist(lags, bins=min(60, max(10, len(lags) // 5)), color="#4c72b0")
-        for q, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
-            value = http["fanout_lag"][f"{q}_ms"]
-            axis.axvline(value, color="#c44e52", linestyle=style, label=f"{q} {value:.1f} ms")
-        axis.legend()
-    models = len(http["fanout_lag_by_read_model"])
-    axis.set_xlabel(f"fan-out lag: from the 201 to visible in all {models} read models (ms)")
-    axis.set_ylabel("sign-ups")
-    axis.set_title(
-        f"{broker_kind}: {http['rate']:g} sign-ups/s for {http['seconds']:g} s, "
-        f"lag of every {http['fanout_sample_every']}th: {len(lags)}"
+    curve = report["saturation"]
+    steps = curve["steps"]
+    offered = [step["offered_per_second"] for step in steps]
+    figure, (lags, served) = plt.subplots(
+        2, 1, sharex=True, figsize=(8, 7), gridspec_kw={"height_ratios": [3, 2]}
     )
+    lines = (
+        ("fanout_lag", "p99_ms", "fan-out lag p99", "#c44e52", "-"),
+        ("fanout_lag", "p50_ms", "fan-out lag p50", "#4c72b0", "-"),
+        ("latency", "p99_ms", "POST /users p99", "#c44e52", "--"),
+        ("latency", "p50_ms", "POST /users p50", "#4c72b0", "--"),
+    )
+    for key, quantile, label, color, style in lines:
+        points = [(x, step[key][quantile]) for x, step in zip(offered, steps, strict=True)]
+        points = [(x, y) for x, y in points if y > 0]  # nothing to draw on a log scale
+        if points:
+            xs, ys = zip(*points, strict=True)
+            lags.plot(xs, ys, style, marker="o", color=color, label=label)
+    lags.set_yscale("log")
+    lags.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    lags.set_ylabel("ms (log scale)")
+    lags.grid(True, which="both", alpha=0.3)
+    lags.legend()
+    lags.set_title(
+        f"{report['broker']}: sign-ups offered for {curve['step_seconds']:g} s a step, "
+        f"{report['machine']['cpus']} CPUs"
+    )
+    served.plot(offered, offered, ":", color="grey", label="served = offered")
+    served.plot(
+        offered,
+        [step["served_per_second"] for step in steps],
+        marker="o",
+        color="#55a868",
+        label="served",
+    )
+    behind = [step for step in steps if step["fell_behind"]]
+    if behind:
+        served.scatter(
+            [step["offered_per_second"] for step in behind],
+            [step["served_per_second"] for step in behind],
+            s=120,
+            facecolors="none",
+            edgecolors="#c44e52",
+            label=f"fell behind (> {curve['tolerance']:.0%} short)",
+            zorder=3,
+        )
+    served.set_ylim(bottom=0)
+    served.set_ylabel("sign-ups served per second")
+    served.set_xlabel("sign-ups offered per second (log scale)")
+    served.set_xscale("log")
+    served.set_xticks(offered, [f"{x:g}" for x in offered])
+    served.minorticks_off()
+    served.grid(True, alpha=0.3)
+    served.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
-def percentiles(summary: dict[str, float]) -> str:
-    return "p50 {p50_ms:.1f} / p95 {p95_ms:.1f} / p99 {p99_ms:.1f} ms".format(**summary)
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f} ms"
+
+
+def cpu_line(per_unit: dict[str, float]) -> str:
+    """Milliseconds of CPU by program, the heaviest first; the benchmark's own last."""
+    programs = sorted(
+        ((name, value) for name, value in per_unit.items() if name != "bench"),
+        key=lambda item: -item[1],
+    )
+    text = ", ".join(f"{name} {value:,.2f}" for name, value in programs)
+    return f"{text} (the benchmark itself {per_unit.get('bench', 0):,.2f})"
 
 
 def print_table(report: dict[str, Any]) -> None:
+    machine = report["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+    load = " / ".join(f"{x:g}" for x in machine["load_average"])
+    print(
+        f"\n{report['broker']}: {machine['cpus']} CPUs (load average {load} at the start), "
+        f"Python {machine['python']}, {versions}"
+    )
+    if not report["processes"]:
+        print("CPU not measured: the stack was not started by `make local-up`")
+    elif "broker" not in report["processes"]:
+        print("the broker's CPU is not counted: `make local-up` did not start it")
+    for key in ("ceiling", "pipeline", "saturation"):
+        if "error" in report.get(key, {}):
+            print(f"{key} failed: {report[key]['error']}")
     rows: list[tuple[str, str, str]] = []
-    raw, pipe, http = (report.get(key) for key in ("broker_baseline", "pipeline", "http"))
+    raw, pipe, curve = (
+        None if "error" in report.get(key, {}) else report.get(key)
+        for key in ("ceiling", "pipeline", "saturation")
+    )
     if raw:
+        consumer_cpu = max(raw["consumer_cpu_ms_per_event"])
         rows.append(
             (
-                "broker baseline",
+                f"ceiling ({raw['client']})",
                 f"{raw['events_per_second']:,.0f} events/s",
-                f"{raw['events']} events; publishing alone "
-                f"{raw['publish_events_per_second']:,.0f}/s",
+                f"{raw['events']:,} events to {raw['consumers']} no-op consumers; publishing "
+                f"{raw['publish_events_per_second']:,.0f}/s; a consumer's CPU "
+                f"{consumer_cpu:.3f} ms/event",
             )
         )
     if pipe:
-        ratio = report.get("pipeline_to_baseline")
+        ratio = report.get("pipeline_to_ceiling")
         consumers = ", ".join(
             f"{k} {v:,.0f}/s" for k, v in pipe["per_consumer_events_per_second"].items()
         )
@@ -103,32 +175,64 @@ def print_table(report: dict[str, Any]) -> None:
             (
                 "pipeline",
                 f"{pipe['events_per_second']:,.0f} events/s",
-                (f"{ratio:.2f} of the baseline; " if ratio else "") + consumers,
+                (f"{ratio:.3f} of the ceiling; " if ratio else "") + consumers,
             )
         )
-    if http:
-        rows.append(
-            (
-                "POST /users latency",
-                percentiles(http["latency"]),
-                f"{http['achieved_rate']:g}/s of {http['rate']:g}/s asked, "
-                f"{http['failures']} failed",
+        if pipe["stack_cpu_ms_per_event"] is not None:
+            rows.append(
+                (
+                    "  CPU per event",
+                    ms(pipe["stack_cpu_ms_per_event"]),
+                    cpu_line(pipe["cpu_ms_per_event"]),
+                )
             )
-        )
-        rows.append(
-            (
-                "fan-out lag",
-                percentiles(http["fanout_lag"]),
-                f"{http['fanout_lag']['count']} sign-ups followed, "
-                f"{http['fanout_timeouts']} timed out",
-            )
-        )
-        rows += [
-            (f"  in {name}", percentiles(summary), "")
-            for name, summary in http["fanout_lag_by_read_model"].items()
-        ]
-    machine = report["machine"]
-    versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
-    print(f"\n{report['broker']}: {machine['cpus']} CPUs, Python {machine['python']}, {versions}")
     for name, value, note in rows:
-        print(f"{name:<20} {value:<40} {note}")
+        print(f"{name:<22} {value:<18} {note}")
+    if curve:
+        print_curve(curve, report.get("idle_cpu_ms_per_second", {}))
+
+
+def print_curve(curve: dict[str, Any], idle: dict[str, float]) -> None:
+    print(f"\nsaturation: POST /users at stepped rates, {curve['step_seconds']:g} s each")
+    header = (
+        "offered/s",
+        "served/s",
+        "request p50",
+        "p99",
+        "fan-out lag p50",
+        "p99",
+        "CPU/sign-up",
+    )
+    print("{:>9} {:>9} {:>12} {:>11} {:>16} {:>11} {:>12}".format(*header))
+    for step in curve["steps"]:
+        notes = []
+        if step["fell_behind"]:
+            notes.append("fell behind")
+        if step["sent_per_second"] < 0.95 * step["offered_per_second"]:
+            notes.append(f"the benchmark sent only {step['sent_per_second']:g}/s")
+        if step["failures"] or step["fanout_timeouts"]:
+            notes.append(f"{step['failures']} failed, {step['fanout_timeouts']} lags timed out")
+        print(
+            f"{step['offered_per_second']:>9g} {step['served_per_second']:>9g} "
+            f"{ms(step['latency']['p50_ms']):>12} {ms(step['latency']['p99_ms']):>11} "
+            f"{ms(step['fanout_lag']['p50_ms']):>16} {ms(step['fanout_lag']['p99_ms']):>11} "
+            f"{ms(step['stack_cpu_ms_per_signup']):>12}  {'; '.join(notes)}"
+        )
+    sustained, behind = curve["sustained_per_second"], curve["fell_behind_at"]
+    print(
+        f"served in full up to {sustained:g} sign-ups/s" if sustained else "no step served in full",
+        f"; fell behind at {behind:g}/s" if behind else "; never fell behind",
+        sep="",
+    )
+    # The CPU of the fastest step served in full (or of the first step, if none was).
+    kept_up = [step for step in curve["steps"] if not step["fell_behind"]]
+    step = kept_up[-1] if kept_up else curve["steps"][0]
+    if step["stack_cpu_ms_per_signup"] is not None:
+        print(
+            f"CPU per sign-up at {step['offered_per_second']:g}/s: "
+            f"{ms(step['stack_cpu_ms_per_signup'])} for the stack, "
+            f"{ms(step['stack_cpu_ms_per_signup_above_idle'])} above its idle use; by process: "
+            + cpu_line(step["cpu_ms_per_signup"])
+        )
+    if idle:
+        print("idle, CPU ms per second: " + cpu_line(idle))

@@ -69,6 +69,32 @@ async def published(http: httpx.AsyncClient) -> int:
     return await read_counter(http, PRODUCER, "eventkit_events_published_total")
 
 
+async def applied_all(
+    http: httpx.AsyncClient, before: dict[str, int], count: int, stall: float
+) -> dict[str, float]:
+    """Wait until every reader has applied `count` UserCreated more than `before` (its counts
+    then); when each had (time.perf_counter()). Raises TimeoutError once no reader has
+    applied any more for `stall` seconds: slow is measured, stuck is not."""
+    done: dict[str, float] = {}
+    applied = dict.fromkeys(READERS, 0)
+    moved = time.monotonic()
+    while len(done) < len(READERS):
+        await asyncio.sleep(0.1)  # /metrics costs the consumers too: not too often
+        for name in READERS:
+            if name in done:
+                continue
+            now = await consumed(http, name) - before[name]
+            if now > applied[name]:
+                applied[name], moved = now, time.monotonic()
+            if now >= count:
+                done[name] = time.perf_counter()
+        if len(done) < len(READERS) and time.monotonic() - moved > stall:
+            raise TimeoutError(
+                f"nothing applied for {stall:.0f}s; of {count}, the readers had {applied}"
+            )
+    return done
+
+
 async def shows(http: httpx.AsyncClient, service: str, user_id: str) -> bool:
     """Whether `service`'s read model has the user (a service with an entry in VIEWS)."""
     path, test = VIEWS[service]
@@ -89,13 +115,18 @@ async def not_ready(http: httpx.AsyncClient) -> list[str]:
     return failed
 
 
+def settings(name: str = "bench") -> ServiceSettings:
+    """The stack's broker (BROKER, BROKER_URL) and stream settings, as the services see them."""
+    return ServiceSettings(SERVICE_NAME=name, PORT=0, DATABASE_URL="sqlite://")
+
+
 def transport(name: str) -> Transport:
-    """A transport of its own on the stack's broker (BROKER, BROKER_URL as the services')."""
-    return create_transport(ServiceSettings(SERVICE_NAME=name, PORT=0, DATABASE_URL="sqlite://"))
+    """A transport of its own on the stack's broker."""
+    return create_transport(settings(name))
 
 
 def broker_kind() -> str:
-    return ServiceSettings(SERVICE_NAME="bench", PORT=0).broker
+    return settings().broker
 
 
 def user_created(run: str, n: int) -> tuple[bytes, str, str]:

@@ -6,8 +6,21 @@ consumers a test names subscribe to it.
 
 from __future__ import annotations
 
-from eventkit import EventData, EventRegistry, EventType, Roster, ServiceSpec, new_event
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from eventkit import (
+    EventData,
+    EventRegistry,
+    EventType,
+    Roster,
+    ServiceSpec,
+    Subscriptions,
+    new_event,
+)
+from eventkit.consumer import Consumer
+from eventkit.db import Database
 from eventkit.envelope import Envelope
+from eventkit.transports import Transport
 
 THINGS = "things"
 
@@ -49,3 +62,16 @@ def happened(thing_id: str = "t1", note: str = "") -> Envelope:
 
 def vanished(thing_id: str = "t1") -> Envelope:
     return new_event("Vanished", {"thing_id": thing_id}, source="source", aggregate_id=thing_id)
+
+
+def attach_recorder(db: Database, transport: Transport) -> list[str]:
+    """A `probe` consumer of `things` on `transport`; the list fills with applied thing ids."""
+    applied: list[str] = []
+    subscriptions = Subscriptions()
+
+    @subscriptions.on_message(THINGS)
+    async def on_thing(event: Envelope, session: AsyncSession) -> None:
+        applied.append(event.data["thing_id"])
+
+    Consumer("probe", subscriptions, things_registry(), db, transport).attach()
+    return applied

@@ -1,5 +1,6 @@
 """Dead letters, their replay, rebuilds and the admin token, on a small service of its own."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -19,13 +20,14 @@ from eventkit import (
     add_to_outbox,
     create_service,
     new_event,
+    pause,
 )
 from eventkit import rebuild as rebuild_module
 from eventkit.db import Base
 from eventkit.dead_letters import DeadLetter
 from eventkit.inbox import ProcessedEvent
 from eventkit.outbox import OutboxMessage
-from eventkit.testing import deliver, running
+from eventkit.testing import async_wait_until, deliver, running
 from eventkit.transports.memory import MemoryConfig, MemoryTransport
 from sample_domain import THINGS, happened, things_roster, vanished
 
@@ -40,11 +42,12 @@ class Seen(Base):
 class Settings(ServiceSettings):
     SERVICE_NAME: str = "probe"
     PORT: int = 9999
-    RETRY_BACKOFF_SECONDS: float = 0.001
+    RETRY_DELAYS_SECONDS: tuple[float, ...] = (0.001,)
 
 
 class Switch:
-    broken = False
+    def __init__(self) -> None:
+        self.broken: set[str] = set()  # things whose events the handler fails on
 
 
 def build(settings: Settings, transport: MemoryTransport, switch: Switch) -> Any:
@@ -52,7 +55,7 @@ def build(settings: Settings, transport: MemoryTransport, switch: Switch) -> Any
 
     @subscriptions.on_message(THINGS)
     async def on_thing(event: Envelope, session: AsyncSession) -> None:
-        if switch.broken:
+        if event.data["thing_id"] in switch.broken:
             raise RuntimeError("handler is broken")
         row = await session.get(Seen, event.data["thing_id"])
         if row is None:
@@ -73,7 +76,7 @@ def build(settings: Settings, transport: MemoryTransport, switch: Switch) -> Any
 def transport() -> MemoryTransport:
     """The transport's config governs retries: 2 retries, so 3 attempts in all."""
     return MemoryTransport(
-        MemoryConfig(service="probe", max_retries=2, retry_backoff_seconds=0.001)
+        MemoryConfig(service="probe", max_retries=2, retry_delays_seconds=(0.001,))
     )
 
 
@@ -99,13 +102,17 @@ async def seen(client: httpx.AsyncClient) -> dict[str, str]:
 async def test_a_poison_event_is_listed_then_replayed_once_fixed(
     probe: httpx.AsyncClient, transport: MemoryTransport, switch: Switch
 ) -> None:
-    switch.broken = True
+    switch.broken = {"p1"}
     poison = happened("p1")
     await deliver(transport, THINGS, poison)
-    switch.broken = False
     await deliver(transport, THINGS, happened("ok1"))  # the next event is not blocked
+    assert await seen(probe) == {"ok1": "Happened"}
 
-    [letter] = (await probe.get("/dlq")).json()
+    async def listed() -> list[dict[str, Any]]:
+        return list((await probe.get("/dlq")).json())
+
+    [letter] = await async_wait_until(listed, what="the poison's dead letter, after 2 retries")
+    switch.broken = set()
     assert letter["event_id"] == str(poison.id)
     assert (letter["type"], letter["topic"], letter["attempts"]) == (
         "Happened",
@@ -166,20 +173,38 @@ async def test_rebuild_replays_the_feed_into_an_emptied_read_model(
         for n, e in enumerate(events, start=1)
     ]
 
-    async def fake_fetch(
-        url: str, token: str | None = None, page_size: int = 500
-    ) -> list[dict[str, Any]]:
+    async def fake_pages(
+        client: httpx.AsyncClient, url: str, page_size: int = 500
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         assert url == "http://127.0.0.1:9001/events"  # <SOURCE>_URL unset: roster port
-        assert token is None  # no ADMIN_TOKEN here
-        return feed
+        assert "Authorization" not in client.headers  # no ADMIN_TOKEN here
+        yield feed[:2]  # a page at a time
+        yield feed[2:]
 
-    monkeypatch.setattr(rebuild_module, "fetch_feed", fake_fetch)
+    monkeypatch.setattr(rebuild_module, "feed_pages", fake_pages)
     response = await probe.post("/admin/rebuild")
     assert response.json() == {"replayed": {THINGS: 3}}
     assert await seen(probe) == live == {"a": "Vanished", "b": "Happened"}
     # The inbox was rebuilt too: a live redelivery still changes nothing.
     await deliver(transport, THINGS, events[1])
     assert await seen(probe) == live
+
+
+async def test_a_rebuild_on_another_replica_pauses_this_one_and_refuses_a_second(
+    probe: httpx.AsyncClient, transport: MemoryTransport
+) -> None:
+    kit = probe._transport.app.state.kit  # type: ignore[attr-defined]
+    assert await pause.hold(kit.db, renew=False)  # another replica's rebuild begins
+    assert not await pause.hold(kit.db, renew=False)
+    refused = await probe.post("/admin/rebuild")
+    assert refused.status_code == 409 and "already running" in refused.json()["detail"]
+    live = asyncio.create_task(deliver(transport, THINGS, happened("during")))
+    with pytest.raises(TimeoutError):  # the live event waits while the pause holds
+        await asyncio.wait_for(asyncio.shield(live), 0.5)
+    assert await seen(probe) == {}
+    await pause.release(kit.db)  # that rebuild ends
+    await asyncio.wait_for(live, 10)
+    assert await seen(probe) == {"during": "Happened"}
 
 
 async def test_admin_calls_need_the_token_when_one_is_set(
@@ -190,11 +215,14 @@ async def test_admin_calls_need_the_token_when_one_is_set(
 ) -> None:
     tokens: list[str | None] = []
 
-    async def fake_fetch(url: str, token: str | None = None) -> list[dict[str, Any]]:
-        tokens.append(token)
-        return []
+    async def fake_pages(
+        client: httpx.AsyncClient, url: str, page_size: int = 500
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        tokens.append(client.headers["Authorization"].removeprefix("Bearer "))
+        for page in ():
+            yield page
 
-    monkeypatch.setattr(rebuild_module, "fetch_feed", fake_fetch)
+    monkeypatch.setattr(rebuild_module, "feed_pages", fake_pages)
     monkeypatch.setenv("SOURCE_URL", "http://source.internal:8000/")
     settings = Settings(DATABASE_URL=database_url, ADMIN_TOKEN="s3cret")
     async with running(build(settings, transport, switch)) as client:
@@ -216,8 +244,9 @@ async def test_admin_calls_need_the_token_when_one_is_set(
 
 
 async def test_the_transports_config_governs_retries(probe: httpx.AsyncClient) -> None:
-    retry = probe._transport.app.state.kit.consumer.retry  # type: ignore[attr-defined]
-    assert (retry.max_retries, retry.base_seconds) == (2, 0.001)
+    consumer = probe._transport.app.state.kit.consumer  # type: ignore[attr-defined]
+    config = consumer.transport.config
+    assert (config.max_retries, config.retry_delay(1)) == (2, 0.001)
 
 
 async def test_publish_message_takes_a_dict_or_an_envelope(probe: httpx.AsyncClient) -> None:

@@ -38,6 +38,7 @@ async def test_eventkits_branch_creates_its_tables(database_url: str, tmp_path: 
         "inbox",
         "dead_letters",
         "aggregate_positions",
+        "consumer_pause",
     }
 
 

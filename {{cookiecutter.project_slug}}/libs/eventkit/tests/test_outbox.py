@@ -2,6 +2,8 @@
 
 import asyncio
 import os
+import time
+from collections.abc import Mapping, Sequence
 
 import pytest
 from sqlalchemy import select
@@ -10,6 +12,7 @@ from eventkit import Envelope, add_to_outbox
 from eventkit.db import Database
 from eventkit.outbox import OutboxMessage, OutboxRelay
 from eventkit.testing import async_wait_until
+from eventkit.transports import Outcome, Outgoing, publish_per_key
 from eventkit.transports.memory import MemoryTransport
 from sample_domain import THINGS, happened
 
@@ -38,6 +41,123 @@ async def test_relay_publishes_in_commit_order_and_marks_sent(db: Database) -> N
         rows = (await session.scalars(select(OutboxMessage))).all()
     assert all(row.sent_at for row in rows)
     assert {row.key for row in rows} == {"t1"}  # the aggregate id is the partition key
+
+
+def notes(transport: MemoryTransport) -> list[str]:
+    return [Envelope.from_bytes(body).data["note"] for _, body in transport.published]
+
+
+async def pending_notes(db: Database) -> list[str]:
+    async with db.sessions() as session:
+        bodies = await session.scalars(
+            select(OutboxMessage.body)
+            .where(OutboxMessage.sent_at.is_(None))
+            .order_by(OutboxMessage.position)
+        )
+        return [Envelope.from_bytes(body.encode()).data["note"] for body in bodies]
+
+
+class RefusesOnce(MemoryTransport):
+    """Refuses the first publish of the event noted `note`, as a broker outage would."""
+
+    def __init__(self, note: str) -> None:
+        super().__init__()
+        self.note = note
+
+    async def publish(
+        self,
+        stream: str,
+        body: bytes,
+        *,
+        key: str,
+        event_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if Envelope.from_bytes(body).data["note"] == self.note:
+            self.note = ""
+            raise ConnectionError("refused")
+        await super().publish(stream, body, key=key, event_type=event_type, headers=headers)
+
+
+async def test_a_failed_publish_keeps_the_rest_of_its_key_pending_and_sends_the_others(
+    db: Database,
+) -> None:
+    transport = RefusesOnce("a2")
+    await stage(db, *[happened(key, note=f"{key}{n}") for n in (1, 2, 3) for key in "ab"])
+    relay = OutboxRelay(db, transport)
+    with pytest.raises(ConnectionError):
+        await relay.publish_pending()
+    assert notes(transport) == ["a1", "b1", "b2", "b3"]
+    assert await pending_notes(db) == ["a2", "a3"]  # a3 waits behind a2: a's order holds
+    assert await relay.publish_pending() == 2
+    assert notes(transport)[4:] == ["a2", "a3"]
+    assert await pending_notes(db) == []
+
+
+class HangsOnce(MemoryTransport):
+    """Publishes with many in flight, like a broker client; one publish never confirms."""
+
+    def __init__(self, note: str) -> None:
+        super().__init__()
+        self.note = note
+
+    async def publish_batch(self, messages: Sequence[Outgoing], *, timeout: float) -> list[Outcome]:
+        async def publish(message: Outgoing) -> None:
+            if Envelope.from_bytes(message.body).data["note"] == self.note:
+                self.note = ""
+                await asyncio.Event().wait()
+            await self.publish(message.stream, message.body, key=message.key, event_type="T")
+
+        return await publish_per_key(publish, messages, timeout)
+
+
+async def test_a_publish_that_never_confirms_fails_after_the_timeout_and_is_sent_again(
+    db: Database,
+) -> None:
+    transport = HangsOnce("b1")
+    await stage(db, *[happened(key, note=f"{key}{n}") for n in (1, 2) for key in "abc"])
+    relay = OutboxRelay(db, transport, publish_timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await relay.publish_pending()
+    assert time.monotonic() - started < 5
+    assert sorted(notes(transport)) == ["a1", "a2", "c1", "c2"]
+    assert await pending_notes(db) == ["b1", "b2"]
+    assert await relay.publish_pending() == 2
+    assert notes(transport)[4:] == ["b1", "b2"]
+
+
+async def test_each_key_is_published_in_order_and_the_keys_at_once() -> None:
+    """publish_per_key: a key's messages one after another, every key concurrently."""
+    calls: list[str] = []
+    in_flight, most_in_flight = 0, 0
+
+    async def publish(message: Outgoing) -> None:
+        nonlocal in_flight, most_in_flight
+        name = message.body.decode()
+        calls.append(name)
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        try:
+            await asyncio.sleep(0.01 * (3 - int(name[1])))  # later ones confirm sooner
+            if name == "b2":
+                raise ConnectionError("returned")
+        finally:
+            in_flight -= 1
+
+    names = ["a1", "b1", "a2", "b2", "c1", "a3", "b3", "c2", "x1", "x2"]
+    messages = [
+        Outgoing(stream=THINGS, body=n.encode(), key="" if n[0] == "x" else n[0], event_type="T")
+        for n in names
+    ]
+    outcomes = dict(zip(names, await publish_per_key(publish, messages, 5.0), strict=True))
+    for key in "abc":
+        assert [c for c in calls if c[0] == key] == sorted(c for c in calls if c[0] == key)
+    assert "b3" not in calls  # b stopped at its failure
+    assert isinstance(outcomes.pop("b2"), ConnectionError)
+    assert isinstance(outcomes.pop("b3"), ConnectionError)
+    assert set(outcomes.values()) == {None}
+    assert most_in_flight == 5  # a, b, c and the two keyless ones at once
 
 
 async def test_rows_wait_while_the_broker_is_down(db: Database) -> None:

@@ -5,14 +5,19 @@ The fan-out every transport keeps is in test_transport_contract.py.
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaMessage
+from sqlalchemy import func, select
 
+from eventkit.db import Database
+from eventkit.inbox import ProcessedEvent
 from eventkit.settings import ServiceSettings
 from eventkit.testing import async_wait_until
+from eventkit.transports import Delivery
 from eventkit.transports.kafka import KafkaConfig, KafkaTransport, config_from_settings
+from sample_domain import THINGS, attach_recorder, happened
 
 
 def transport(url: str, group: str) -> KafkaTransport:
@@ -22,7 +27,7 @@ def transport(url: str, group: str) -> KafkaTransport:
 async def test_asyncapi_names_the_subscribed_topic(kafka_url: str) -> None:
     consumer = transport(kafka_url, "docs")
 
-    async def handler(body: bytes, headers: Mapping[str, str]) -> None:
+    async def handler(batch: Sequence[Delivery]) -> None:
         return None
 
     consumer.subscribe("things", handler)
@@ -80,8 +85,10 @@ SETTINGS = {
     "STREAM_REPLICATION": 3,
     "DEAD_LETTER_TOPIC": "parked",
     "MAX_RETRIES": 7,
-    "RETRY_BACKOFF_SECONDS": 0.5,
-    "RETRY_BACKOFF_MAX_SECONDS": 9.0,
+    "RETRY_DELAYS_SECONDS": "0.5, 9",
+    "CONSUMER_BATCH_SIZE": 50,
+    "CONSUMER_BATCH_WAIT_MS": 2,
+    "STREAM_MIN_INSYNC_REPLICAS": 2,
 }
 
 
@@ -95,10 +102,12 @@ def test_every_setting_reaches_its_config_field() -> None:
         enable_idempotence=True,
         partitions=6,
         replication=3,
+        min_insync_replicas=2,
         dead_letter_topic="parked",
         max_retries=7,
-        retry_backoff_seconds=0.5,
-        retry_backoff_max_seconds=9.0,
+        retry_delays_seconds=(0.5, 9.0),
+        batch_size=50,
+        batch_wait_ms=2,
     )
     assert config.dead_letters == "parked"
     defaults = config_from_settings(ServiceSettings(SERVICE_NAME="svc", PORT=0))
@@ -112,12 +121,14 @@ async def test_the_config_drives_the_consumer_the_producer_and_the_topics(kafka_
     )
     kafka = KafkaTransport(config)
 
-    async def handler(body: bytes, headers: Mapping[str, str]) -> None:
+    async def handler(batch: Sequence[Delivery]) -> None:
         return None
 
     kafka.subscribe(name, handler)
-    [subscriber] = kafka.broker.subscribers
-    assert subscriber.group_id == f"group-{name}"  # type: ignore[attr-defined]
+    # The stream's subscriber, then one per retry delay, all in the service's group.
+    subscribers = kafka.broker.subscribers
+    assert len(subscribers) == 1 + len(config.retry_tiers)
+    assert {s.group_id for s in subscribers} == {f"group-{name}"}  # type: ignore[attr-defined]
     await kafka.start()
     try:
         producer = kafka.broker.config.broker_config.producer._producer.producer  # type: ignore[attr-defined]
@@ -131,3 +142,23 @@ async def test_the_config_drives_the_consumer_the_producer_and_the_topics(kafka_
         assert len(topic["partitions"]) == 2
     finally:
         await kafka.stop()
+
+
+async def test_a_batch_takes_the_real_subscriber_path_under_faststreams_test_broker(
+    db: Database,
+) -> None:
+    """FastStream's TestKafkaBroker: our batch subscriber, decoder and consumer, no broker."""
+    from faststream.kafka import TestKafkaBroker
+
+    kafka = KafkaTransport(KafkaConfig(brokers=["unused:9092"], group_id="probe"))
+    applied = attach_recorder(db, kafka)
+    async with TestKafkaBroker(kafka.broker) as broker:
+        for thing in ("a", "b"):
+            await broker.publish(happened(thing).to_bytes(), topic=THINGS, key=thing.encode())
+    assert applied == ["a", "b"]
+    assert await db_count(db) == 2
+
+
+async def db_count(db: Database) -> int:
+    async with db.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(ProcessedEvent)) or 0)

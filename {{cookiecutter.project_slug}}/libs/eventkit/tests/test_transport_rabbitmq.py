@@ -6,17 +6,29 @@ The fan-out every transport keeps is in test_transport_contract.py.
 import asyncio
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 import aio_pika
 import pytest
+from sqlalchemy import func, select
 
-from eventkit.roster import dead_letter_stream, service_queue
+from eventkit.db import Database
+from eventkit.inbox import ProcessedEvent
+from eventkit.roster import dead_letter_stream, retry_stream, service_queue
 from eventkit.settings import LOCAL_BROKER_URLS, ServiceSettings
 from eventkit.testing import async_wait_until
+from eventkit.transports import Delivery, Outgoing
 from eventkit.transports.rabbitmq import RabbitMQConfig, RabbitMQTransport, config_from_settings
+from sample_domain import THINGS, attach_recorder, happened
 
 RABBITMQ_URL = os.environ.get("BROKER_URL", LOCAL_BROKER_URLS["rabbitmq"])
+
+
+def retry_queues(service: str) -> list[str]:
+    """The delay queues a subscribing service declares (the default retry schedule)."""
+    return [
+        retry_stream(service, delay) for delay in RabbitMQConfig(url="", service="").retry_tiers
+    ]
 
 
 def transport(service: str) -> RabbitMQTransport:
@@ -29,9 +41,10 @@ async def test_queues_are_durable_and_bound_to_a_topic_exchange(
     stream = f"test.{uuid.uuid4().hex[:8]}"
     service = f"a-{stream}"
     rabbitmq_names += [stream, service_queue(service, stream), dead_letter_stream(service)]
+    rabbitmq_names += retry_queues(service)
     consumer = transport(service)
 
-    async def handler(body: bytes, headers: Mapping[str, str]) -> None:
+    async def handler(batch: Sequence[Delivery]) -> None:
         return None
 
     consumer.subscribe(stream, handler)
@@ -77,8 +90,9 @@ def test_every_setting_reaches_its_config_field() -> None:
         PREFETCH_COUNT=50,
         DEAD_LETTER_TOPIC="parked",
         MAX_RETRIES=7,
-        RETRY_BACKOFF_SECONDS=0.5,
-        RETRY_BACKOFF_MAX_SECONDS=9.0,
+        RETRY_DELAYS_SECONDS="0.5,9",
+        CONSUMER_BATCH_SIZE=50,
+        CONSUMER_BATCH_WAIT_MS=2,
     )
     assert config_from_settings(settings) == RabbitMQConfig(
         url="amqp://u:p@h:5672/v",
@@ -86,11 +100,13 @@ def test_every_setting_reaches_its_config_field() -> None:
         prefetch_count=50,
         dead_letter_topic="parked",
         max_retries=7,
-        retry_backoff_seconds=0.5,
-        retry_backoff_max_seconds=9.0,
+        retry_delays_seconds=(0.5, 9.0),
+        batch_size=50,
+        batch_wait_ms=2,
     )
     defaults = config_from_settings(ServiceSettings(SERVICE_NAME="svc", PORT=0))
-    assert (defaults.prefetch_count, defaults.dead_letters) == (1, "dlq.svc")
+    assert defaults.prefetch_count > defaults.batch_size  # the next batch fills meanwhile
+    assert defaults.dead_letters == "dlq.svc"
 
 
 async def test_prefetch_and_the_dead_letter_queue_come_from_the_config(
@@ -99,15 +115,15 @@ async def test_prefetch_and_the_dead_letter_queue_come_from_the_config(
     stream = f"test.{uuid.uuid4().hex[:8]}"
     service = f"svc-{stream}"
     parked = f"parked-{service}"
-    rabbitmq_names += [stream, service_queue(service, stream), parked]
+    rabbitmq_names += [stream, service_queue(service, stream), parked, *retry_queues(service)]
     config = RabbitMQConfig(
         url=RABBITMQ_URL, service=service, prefetch_count=7, dead_letter_topic=parked
     )
     rabbit = RabbitMQTransport(config)
     started, release = [], asyncio.Event()
 
-    async def handler(body: bytes, headers: Mapping[str, str]) -> None:
-        started.append(body)
+    async def handler(batch: Sequence[Delivery]) -> None:
+        started.extend(body for body, _ in batch)
         await release.wait()
 
     rabbit.subscribe(stream, handler)
@@ -121,11 +137,16 @@ async def test_prefetch_and_the_dead_letter_queue_come_from_the_config(
 
         async def held_back() -> bool:
             queue = await channel.declare_queue(service_queue(service, stream), passive=True)
-            return len(started) == 7 and queue.declaration_result.message_count == 13
+            return bool(started) and queue.declaration_result.message_count == 13
 
-        # 7 unacknowledged deliveries at once, the other 13 wait in the queue.
+        # While a batch is held, 7 deliveries are unacknowledged (that batch, and the next
+        # gathering behind it) and the other 13 wait in the queue.
         await async_wait_until(held_back, timeout=10, what="7 deliveries in flight, 13 waiting")
         release.set()
+        await async_wait_until(
+            lambda: asyncio.sleep(0, len(started) == 20), timeout=10, what="all 20 applied"
+        )
+        assert started == [f"m{n}".encode() for n in range(20)]  # in queue order
         await rabbit.publish_dead_letter(b"poison", {"x-error": "boom"})
         queue = await channel.declare_queue(parked, passive=True)
         message = await queue.get(timeout=5)
@@ -143,11 +164,12 @@ async def test_a_queue_whose_handlers_name_types_is_bound_to_those_only(
     stream = f"test.{uuid.uuid4().hex[:8]}"
     service = f"svc-{stream}"
     rabbitmq_names += [stream, service_queue(service, stream), dead_letter_stream(service)]
+    rabbitmq_names += retry_queues(service)
     rabbit = transport(service)
     received: list[bytes] = []
 
-    async def handler(body: bytes, headers: Mapping[str, str]) -> None:
-        received.append(body)
+    async def handler(batch: Sequence[Delivery]) -> None:
+        received.extend(body for body, _ in batch)
 
     rabbit.subscribe(stream, handler, types={"Wanted", "AlsoWanted"})
     rabbit.declare_publisher(stream)
@@ -188,6 +210,32 @@ async def test_a_publish_no_queue_takes_fails_so_the_outbox_keeps_it(
         await publisher.stop()
 
 
+async def test_in_a_batch_only_the_message_no_queue_takes_fails(
+    rabbitmq_names: list[str],
+) -> None:
+    read, unread = (f"test.{uuid.uuid4().hex[:8]}" for _ in range(2))
+    service, reader = f"svc-{read}", f"reader-{read}"
+    rabbitmq_names += [read, unread, dead_letter_stream(service), service_queue(reader, read)]
+    publisher = transport(service)
+    publisher.declare_publisher(read, subscribers=[reader])
+    publisher.declare_publisher(unread)
+    await publisher.start()
+    sent = [(read, "a"), (unread, "b"), (read, "a"), (read, "c")]
+    try:
+        outcomes = await publisher.publish_batch(
+            [Outgoing(stream=s, body=b"x", key=k, event_type="T") for s, k in sent], timeout=10
+        )
+    finally:
+        await publisher.stop()
+    assert [outcome is None for outcome in outcomes] == [True, False, True, True]
+    assert "NO_ROUTE" in repr(outcomes[1])  # the relay keeps its row pending
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(service_queue(reader, read), passive=True)
+        assert queue.declaration_result.message_count == 3
+
+
 async def test_readers_that_start_after_the_publisher_get_what_it_sent_before(
     rabbitmq_names: list[str],
 ) -> None:
@@ -198,6 +246,7 @@ async def test_readers_that_start_after_the_publisher_get_what_it_sent_before(
         dead_letter_stream(publisher_name),
         dead_letter_stream(reader_name),
         service_queue(reader_name, stream),
+        *retry_queues(reader_name),
     ]
     publisher = transport(publisher_name)
     publisher.declare_publisher(stream, subscribers=[reader_name])
@@ -209,8 +258,8 @@ async def test_readers_that_start_after_the_publisher_get_what_it_sent_before(
         await publisher.stop()
     reader, received = transport(reader_name), []
 
-    async def handler(body: bytes, headers: Mapping[str, str]) -> None:
-        received.append(body)
+    async def handler(batch: Sequence[Delivery]) -> None:
+        received.extend(body for body, _ in batch)
 
     reader.subscribe(stream, handler)
     await reader.start()
@@ -221,3 +270,24 @@ async def test_readers_that_start_after_the_publisher_get_what_it_sent_before(
     finally:
         await reader.stop()
     assert received == [b"early0", b"early1", b"early2"]
+
+
+async def test_a_batch_takes_the_real_subscriber_path_under_faststreams_test_broker(
+    db: Database,
+) -> None:
+    """FastStream's TestRabbitBroker: our subscriber, batcher and consumer, no broker."""
+    from faststream.rabbit import TestRabbitBroker
+
+    rabbit = RabbitMQTransport(RabbitMQConfig(url="amqp://unused/", service="probe"))
+    applied = attach_recorder(db, rabbit)
+    async with TestRabbitBroker(rabbit.broker):
+        for thing in ("a", "b"):
+            event = happened(thing)
+            await rabbit.publish(THINGS, event.to_bytes(), key=thing, event_type=event.type)
+    assert applied == ["a", "b"]
+    assert await db_count(db) == 2
+
+
+async def db_count(db: Database) -> int:
+    async with db.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(ProcessedEvent)) or 0)

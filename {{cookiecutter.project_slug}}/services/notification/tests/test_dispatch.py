@@ -39,7 +39,7 @@ def sender() -> RecordingSender:
 
 @pytest.fixture
 def transport() -> MemoryTransport:
-    return MemoryTransport(MemoryConfig(service="notification", retry_backoff_seconds=0.001))
+    return MemoryTransport(MemoryConfig(service="notification", retry_delays_seconds=(0.001,)))
 
 
 def signup(user_id: str = "u1") -> Envelope:

@@ -15,7 +15,7 @@ from sqlalchemy import delete, select
 from eventkit.dead_letters import DeadLetter
 from eventkit.deps import Kit, require_admin
 from eventkit.inputs import DEFAULT_LIMIT, Limit, PositionAfter, text
-from eventkit.rebuild import rebuild
+from eventkit.rebuild import RebuildRunning, rebuild
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -84,11 +84,14 @@ async def rebuild_read_model(kit: Kit) -> dict[str, Any]:
     if kit.rebuilding.locked():
         raise HTTPException(409, detail="a rebuild is already running; try again when it ends")
     async with kit.rebuilding:
-        replayed = await rebuild(
-            kit.consumer,
-            kit.replay_consumer,
-            kit.read_models,
-            kit.feed_urls(),
-            kit.settings.ADMIN_TOKEN,
-        )
+        try:
+            replayed = await rebuild(
+                kit.consumer,
+                kit.replay_consumer,
+                kit.read_models,
+                kit.feed_urls(),
+                kit.settings.ADMIN_TOKEN,
+            )
+        except RebuildRunning as exc:
+            raise HTTPException(409, detail=f"{exc}; try again when it ends") from exc
     return {"replayed": replayed}

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from faststream.specification import get_asyncapi_html
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eventkit import admin, feed, middleware, tracing
@@ -41,7 +44,12 @@ def create_service(
     such folder (eventkit's own tests), the tables are created directly.
     """
     configure_logging(settings.SERVICE_NAME, settings.LOG_LEVEL)
-    tracing.setup(settings.SERVICE_NAME, settings.TRACES_FILE)
+    tracing.setup(
+        settings.SERVICE_NAME,
+        settings.TRACES_FILE,
+        otlp_endpoint=settings.OTEL_EXPORTER_OTLP_ENDPOINT,
+        sample_ratio=settings.TRACE_SAMPLE_RATIO,
+    )
     title = title or f"{settings.SERVICE_NAME} service"
     kit = ServiceKit(
         settings,
@@ -102,4 +110,31 @@ def _platform_routes(title: str) -> APIRouter:
     async def asyncapi(kit: Kit) -> dict[str, Any]:
         return kit.transport.asyncapi(title)
 
+    @router.get("/asyncapi.html", response_class=HTMLResponse, include_in_schema=False)
+    async def asyncapi_html(kit: Kit) -> HTMLResponse:
+        """FastStream's page for the same document (its script renders it in the browser)."""
+        document = AsyncAPIDocument(kit.transport.asyncapi(title))
+        return HTMLResponse(get_asyncapi_html(document, try_it_out_path=None))
+
     return router
+
+
+@dataclass(frozen=True)
+class AsyncAPIDocument:
+    """A transport's AsyncAPI document as FastStream's Specification protocol: what
+    get_asyncapi_html reads (`title`, `to_json`)."""
+
+    document: dict[str, Any]
+
+    @property
+    def title(self) -> str:
+        return str(self.document["info"]["title"])
+
+    def to_jsonable(self) -> Any:
+        return self.document
+
+    def to_json(self) -> str:
+        return json.dumps(self.document)
+
+    def to_yaml(self) -> str:
+        return self.to_json()  # JSON is YAML

@@ -8,8 +8,9 @@ redeliveries).
 from __future__ import annotations
 
 from datetime import datetime
+from enum import Enum
 
-from sqlalchemy import String
+from sqlalchemy import String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -34,28 +35,56 @@ class AggregatePosition(Base):
     sequence: Mapped[int]
 
 
-class NotYetDue(Exception):
-    """An event arrived before an earlier one of its aggregate; it is retried later."""
+class Turn(Enum):
+    NEXT = "next"  # its aggregate's next event: apply it
+    OLDER = "older"  # already applied: a duplicate
+    NOT_YET = "not yet"  # an earlier event of its aggregate is missing: retry later
 
 
-async def take_turn(session: AsyncSession, stream: str, event: Envelope) -> bool:
-    """True if `event` is its aggregate's next; False if older (already applied).
+class Positions:
+    """The positions of a batch's aggregates, loaded in one query, advanced as events apply.
 
-    Raises NotYetDue if an earlier event of the aggregate has not been applied yet. Events
-    without `aggregate_id` and `sequence` (from elsewhere) always take their turn.
+    Events without `aggregate_id` and `sequence` (from elsewhere) always take their turn.
     """
-    if event.aggregate_id is None or event.sequence is None:
-        return True
-    position = await session.get(AggregatePosition, (stream, event.aggregate_id))
-    last = position.sequence if position is not None else 0
-    if event.sequence <= last:
-        return False
-    if event.sequence > last + 1:
-        raise NotYetDue(
-            f"{event.type} #{event.sequence} of {event.aggregate_id} waits for #{last + 1}"
-        )
-    if position is None:
-        session.add(AggregatePosition(stream=stream, aggregate_id=event.aggregate_id, sequence=1))
-    else:
-        position.sequence = event.sequence
-    return True
+
+    def __init__(self, session: AsyncSession, stream: str, rows: list[AggregatePosition]) -> None:
+        self.session = session
+        self.stream = stream
+        self.rows = {row.aggregate_id: row for row in rows}
+
+    @classmethod
+    async def load(cls, session: AsyncSession, stream: str, events: list[Envelope]) -> Positions:
+        ids = {event.aggregate_id for event in events if event.aggregate_id is not None}
+        rows: list[AggregatePosition] = []
+        if ids:
+            query = select(AggregatePosition).where(
+                AggregatePosition.stream == stream, AggregatePosition.aggregate_id.in_(ids)
+            )
+            rows = list((await session.execute(query)).scalars())
+        return cls(session, stream, rows)
+
+    def last(self, aggregate_id: str) -> int:
+        row = self.rows.get(aggregate_id)
+        return row.sequence if row is not None else 0
+
+    def take_turn(self, event: Envelope) -> Turn:
+        """Where `event` stands in its aggregate; NEXT advances the position."""
+        if event.aggregate_id is None or event.sequence is None:
+            return Turn.NEXT
+        last = self.last(event.aggregate_id)
+        if event.sequence <= last:
+            return Turn.OLDER
+        if event.sequence > last + 1:
+            return Turn.NOT_YET
+        row = self.rows.get(event.aggregate_id)
+        if row is None:
+            row = AggregatePosition(stream=self.stream, aggregate_id=event.aggregate_id, sequence=0)
+            self.session.add(row)
+            self.rows[event.aggregate_id] = row
+        row.sequence = event.sequence
+        return Turn.NEXT
+
+    def waiting_for(self, event: Envelope) -> str:
+        """Why `event` waits, for the logs and the dead letters."""
+        missing = self.last(event.aggregate_id or "") + 1
+        return f"{event.type} #{event.sequence} of {event.aggregate_id} waits for #{missing}"

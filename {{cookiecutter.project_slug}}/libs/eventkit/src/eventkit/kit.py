@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from eventkit.consumer import Consumer, RetryPolicy
+from eventkit.consumer import Consumer
 from eventkit.db import Database
 from eventkit.envelope import Envelope
 from eventkit.inbox import ProcessedEvent
@@ -60,22 +60,15 @@ class ServiceKit:
         self.db = Database(settings.database_url)
         self.transport: Transport = transport or create_transport(settings)
         self.relay = OutboxRelay(self.db, self.transport, settings.OUTBOX_POLL_SECONDS)
-        delivery = self.transport.config  # its retry fields govern: KafkaConfig(max_retries=...)
-        retry = RetryPolicy(
-            delivery.max_retries,
-            delivery.retry_backoff_seconds,
-            delivery.retry_backoff_max_seconds,
-            delivery.order_wait_seconds,
-        )
 
-        def consumer(subs: Subscriptions | None) -> Consumer | None:
+        def consumer(subs: Subscriptions | None, *, replay: bool = False) -> Consumer | None:
             if subs is None:
                 return None
             name = settings.SERVICE_NAME
-            return Consumer(name, subs, roster.events, self.db, self.transport, retry)
+            return Consumer(name, subs, roster.events, self.db, self.transport, replay=replay)
 
         self.consumer = consumer(subscriptions)
-        self.replay_consumer = consumer(replay_subscriptions or subscriptions)
+        self.replay_consumer = consumer(replay_subscriptions or subscriptions, replay=True)
         # What a rebuild empties: the read models the handlers project into.
         self.read_models = list(subscriptions.read_models) if subscriptions else []
         for stream in self.spec.publishes:

@@ -10,9 +10,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+from collections import Counter
 from datetime import UTC, datetime
 
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import Integer, String, Text, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -21,7 +24,8 @@ from eventkit import tracing
 from eventkit.db import Base, Database, Leadership
 from eventkit.envelope import Envelope
 from eventkit.metrics import EVENTS_PUBLISHED, OUTBOX_LAG_SECONDS, OUTBOX_PENDING, RELAY_LEADER
-from eventkit.transports import Transport
+from eventkit.settings import default
+from eventkit.transports import Outgoing, Transport
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +48,10 @@ class OutboxMessage(Base):
 def add_to_outbox(session: AsyncSession, stream: str, event: Envelope) -> None:
     """Stage `event` for `stream` in the caller's transaction; it is published after the commit.
 
-    Its aggregate id is the partition key, so one aggregate's events stay in order.
+    Its aggregate id is the partition key, so one aggregate's events stay in order. The
+    envelope is encoded to JSON here, once: the relay sends these very bytes.
     """
+    trace_headers = tracing.inject()
     session.add(
         OutboxMessage(
             event_id=str(event.id),
@@ -54,7 +60,7 @@ def add_to_outbox(session: AsyncSession, stream: str, event: Envelope) -> None:
             event_type=event.type,
             body=event.model_dump_json(),
             created_at=datetime.now(UTC),
-            headers=json.dumps(tracing.inject()),
+            headers=json.dumps(trace_headers) if trace_headers else None,
         )
     )
 
@@ -62,7 +68,8 @@ def add_to_outbox(session: AsyncSession, stream: str, event: Envelope) -> None:
 class OutboxRelay:
     """Publishes pending outbox rows in commit order and marks them sent.
 
-    With replicas on PostgreSQL only the leader publishes (an advisory lock, see
+    A batch of rows goes out at once, many in flight (see `publish_pending`). With
+    replicas on PostgreSQL only the leader publishes (an advisory lock, see
     db.Leadership), so each row is published by one relay and in order per key.
     """
 
@@ -70,17 +77,20 @@ class OutboxRelay:
         self,
         db: Database,
         transport: Transport,
-        poll_seconds: float = 1.0,
+        poll_seconds: float = default("OUTBOX_POLL_SECONDS"),
         publish_timeout: float = 10.0,
+        batch_size: int = default("RELAY_BATCH_SIZE"),
     ) -> None:
         self.db = db
         self.transport = transport
         self.poll_seconds = poll_seconds
         self.publish_timeout = publish_timeout
+        self.batch_size = batch_size
         self.leadership = Leadership(db, "eventkit-outbox-relay")
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._measured_at = 0.0
 
     def wake(self) -> None:
         """Called after a commit that added events, so they leave without waiting for a poll."""
@@ -108,7 +118,10 @@ class OutboxRelay:
             try:
                 leads = await self.leadership.held()
                 RELAY_LEADER.set(1 if leads else 0)
-                while leads and not self._stopping and await self.publish_pending():
+                # A full batch may have more behind it; a short one emptied the outbox.
+                while (
+                    leads and not self._stopping and await self.publish_pending() >= self.batch_size
+                ):
                     pass
             except Exception:  # broker or database down: keep the rows, try again later
                 log.warning("outbox relay could not publish; retrying", exc_info=True)
@@ -118,8 +131,11 @@ class OutboxRelay:
                     raise
                 # A send cancelled under us (the client reconnecting): keep going.
                 log.warning("outbox relay: a send was cancelled; retrying")
-            with contextlib.suppress(Exception):
-                await self.measure()
+            # The gauges cost a query: once a poll interval is enough.
+            if time.monotonic() - self._measured_at >= self.poll_seconds:
+                self._measured_at = time.monotonic()
+                with contextlib.suppress(Exception):
+                    await self.measure()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_seconds):
                     await self._wake.wait()
@@ -152,35 +168,82 @@ class OutboxRelay:
             oldest = oldest.replace(tzinfo=UTC)
         OUTBOX_LAG_SECONDS.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
 
-    async def publish_pending(self, batch: int = 200) -> int:
-        """Publish one batch; returns how many rows were sent."""
-        async with self.db.transaction() as session:
+    async def publish_pending(self, batch: int | None = None) -> int:
+        """Publish the oldest pending rows (up to `batch`) at once; returns how many were sent.
+
+        The rows go to the transport in commit order, which hands one key's rows to the
+        broker in that order, many in flight (transports' `publish_batch`). Then one UPDATE
+        marks sent what the broker confirmed, and of each key only the rows before its
+        first failure: a key's pending rows are always the rest of its history, so a retry
+        sends them in order. A failure is raised after that; the rows it left wait for the
+        next round.
+        """
+        async with self.db.sessions() as session:
             rows = (
-                await session.scalars(
-                    select(OutboxMessage)
+                await session.execute(
+                    select(
+                        OutboxMessage.position,
+                        OutboxMessage.stream,
+                        OutboxMessage.key,
+                        OutboxMessage.event_type,
+                        OutboxMessage.body,
+                        OutboxMessage.headers,
+                    )
                     .where(OutboxMessage.sent_at.is_(None))
                     .order_by(OutboxMessage.position)
-                    .limit(batch)
+                    .limit(batch or self.batch_size)
                 )
             ).all()
-        sent = 0
+        if not rows:
+            return 0
+        spans: list[trace.Span] = []
+        messages: list[Outgoing] = []
         for row in rows:
-            # Bounded: a send caught in an outage must not hold the relay forever.
-            parent = json.loads(row.headers) if row.headers else {}
-            attributes = {"messaging.destination.name": row.stream, "event.type": row.event_type}
-            with tracing.span(f"publish {row.stream}", SpanKind.PRODUCER, parent, attributes):
-                async with asyncio.timeout(self.publish_timeout):
-                    await self.transport.publish(
-                        row.stream,
-                        row.body.encode(),
-                        key=row.key,
-                        event_type=row.event_type,
-                        headers=tracing.inject(),
-                    )
+            # The publish span continues the trace of the change that wrote the event, and
+            # travels in the message's headers to every consumer.
+            span = tracing.tracer.start_span(
+                f"publish {row.stream}",
+                context=tracing.extract(json.loads(row.headers)) if row.headers else None,
+                kind=SpanKind.PRODUCER,
+                attributes={"messaging.destination.name": row.stream, "event.type": row.event_type},
+            )
+            spans.append(span)
+            messages.append(
+                Outgoing(
+                    stream=row.stream,
+                    body=row.body.encode(),
+                    key=row.key,
+                    event_type=row.event_type,
+                    headers=tracing.inject(trace.set_span_in_context(span)),
+                )
+            )
+        outcomes = await self.transport.publish_batch(messages, timeout=self.publish_timeout)
+        confirmed: list[int] = []
+        published: Counter[tuple[str, str]] = Counter()
+        failed_keys: set[str] = set()
+        failure: BaseException | None = None
+        for row, span, outcome in zip(rows, spans, outcomes, strict=True):
+            if outcome is None and row.key not in failed_keys:
+                confirmed.append(row.position)
+                published[row.stream, row.event_type] += 1
+            else:
+                if row.key:  # a keyless row has no order to keep
+                    failed_keys.add(row.key)
+                if failure is None:
+                    failure = outcome
+                span.set_status(Status(StatusCode.ERROR, repr(outcome)))
+            span.end()
+        if confirmed:
             async with self.db.transaction() as session:
-                stored = await session.get(OutboxMessage, row.position)
-                if stored is not None:
-                    stored.sent_at = datetime.now(UTC)
-            EVENTS_PUBLISHED.labels(stream=row.stream, type=row.event_type).inc()
-            sent += 1
-        return sent
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.position.in_(confirmed))
+                    .values(sent_at=datetime.now(UTC))
+                    .execution_options(synchronize_session=False)
+                )
+        for (stream, event_type), count in published.items():
+            EVENTS_PUBLISHED.labels(stream=stream, type=event_type).inc(count)
+        if failure is not None:
+            failure.add_note(f"{len(rows) - len(confirmed)} of {len(rows)} events stay pending")
+            raise failure
+        return len(confirmed)

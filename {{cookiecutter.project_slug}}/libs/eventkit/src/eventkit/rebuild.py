@@ -1,37 +1,69 @@
 """Rebuild a read model: empty it and its inbox, then replay the publishers' event feeds.
 
-Live handling pauses meanwhile. Events of all streams are applied in timestamp order,
-the order they were produced in, so the rebuilt model equals the live one.
+Live consumption pauses meanwhile on every replica (eventkit.pause). Each feed is read a
+page at a time in its publisher's order, which is each aggregate's sequence order, and
+the feeds are merged by timestamp, the order the events were produced in, so the rebuilt
+model equals the live one. Only one page per feed is held in memory.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from sqlalchemy import delete
 
+from eventkit import pause
 from eventkit.consumer import Consumer
 from eventkit.envelope import Envelope
 from eventkit.inbox import AggregatePosition, ProcessedEvent
 
+PAGE_SIZE = 500
 
-async def fetch_feed(
-    url: str, token: str | None = None, page_size: int = 500
-) -> list[dict[str, Any]]:
-    """Every event of a feed, a page at a time; `token` is this service's admin token."""
-    items: list[dict[str, Any]] = []
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(timeout=30, headers=headers) as client:
-        while True:
-            after = items[-1]["position"] if items else 0
-            response = await client.get(url, params={"after": after, "limit": page_size})
-            response.raise_for_status()
-            page = response.json()
-            if not page:
-                return items
-            items.extend(page)
+
+class RebuildRunning(Exception):
+    """Another replica is rebuilding this service's read model."""
+
+
+async def feed_pages(
+    client: httpx.AsyncClient, url: str, page_size: int = PAGE_SIZE
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """A feed's events, a page at a time, in the publisher's order."""
+    after = 0
+    while True:
+        response = await client.get(url, params={"after": after, "limit": page_size})
+        response.raise_for_status()
+        page = response.json()
+        if not page:
+            return
+        yield page
+        after = page[-1]["position"]
+
+
+async def merged(
+    client: httpx.AsyncClient, feed_urls: dict[str, str]
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """(stream, event) of every feed, merged by timestamp, one page per feed in memory."""
+
+    async def events(stream: str, url: str) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+        async for page in feed_pages(client, url):
+            for item in page:
+                event = item["event"]
+                yield Envelope.model_validate(event).timestamp.isoformat(), stream, event
+
+    iterators = {stream: events(stream, url).__aiter__() for stream, url in feed_urls.items()}
+    heads: list[tuple[str, str, dict[str, Any]]] = []
+    for iterator in iterators.values():
+        if (head := await anext(iterator, None)) is not None:
+            heapq.heappush(heads, head)
+    while heads:
+        _, stream, event = heapq.heappop(heads)
+        yield stream, event
+        if (head := await anext(iterators[stream], None)) is not None:
+            heapq.heappush(heads, head)
 
 
 async def rebuild(
@@ -42,21 +74,31 @@ async def rebuild(
     token: str | None = None,
 ) -> dict[str, int]:
     """Returns how many events were replayed per stream."""
-    async with live.gate.closed():
-        feeds = {stream: await fetch_feed(url, token) for stream, url in feed_urls.items()}
-        async with replay.db.transaction() as session:
-            for model in read_models:
-                await session.execute(delete(model))
-            await session.execute(delete(ProcessedEvent))
-            await session.execute(delete(AggregatePosition))
-        merged = sorted(
-            (
-                (Envelope.model_validate(item["event"]).timestamp, stream, item)
-                for stream, items in feeds.items()
-                for item in items
-            ),
-            key=lambda entry: entry[0],
-        )
-        for _, stream, item in merged:
-            await replay.handle(stream, json.dumps(item["event"]).encode())
-    return {stream: len(items) for stream, items in feeds.items()}
+    db = replay.db
+    counts = dict.fromkeys(feed_urls, 0)
+    async with live.gate.closed():  # this process: no batch in flight, none starts
+        if not await pause.hold(db, renew=False):  # the other replicas: the same
+            raise RebuildRunning("a rebuild is already running on another replica")
+        try:
+            async with db.transaction() as session:
+                for model in read_models:
+                    await session.execute(delete(model))
+                await session.execute(delete(ProcessedEvent))
+                await session.execute(delete(AggregatePosition))
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with httpx.AsyncClient(timeout=30, headers=headers) as client:
+                batch: list[tuple[bytes, dict[str, str]]] = []
+                batch_stream = ""
+                async for stream, event in merged(client, feed_urls):
+                    if batch and (stream != batch_stream or len(batch) >= PAGE_SIZE):
+                        await replay.handle_batch(batch_stream, batch)
+                        await pause.hold(db, renew=True)
+                        batch = []
+                    batch_stream = stream
+                    batch.append((json.dumps(event).encode(), {}))
+                    counts[stream] += 1
+                if batch:
+                    await replay.handle_batch(batch_stream, batch)
+        finally:
+            await pause.release(db)
+    return counts

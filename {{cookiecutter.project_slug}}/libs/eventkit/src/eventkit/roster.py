@@ -77,3 +77,8 @@ def dead_letter_stream(service: str) -> str:
 def service_queue(service: str, stream: str) -> str:
     """The RabbitMQ queue through which `service` reads `stream`."""
     return f"{service}.{stream}"
+
+
+def retry_stream(service: str, delay: float) -> str:
+    """Where `service`'s failed events wait `delay` seconds: a Kafka topic or RabbitMQ queue."""
+    return f"retry.{service}.{round(delay * 1000)}ms"

@@ -7,10 +7,10 @@ from this class too, through `default()`.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER = "changethis"
 BrokerKind = Literal["kafka", "rabbitmq", "memory"]
@@ -24,9 +24,10 @@ LOCAL_BROKER_URLS: dict[str, str] = {
 
 def shipped_broker() -> BrokerKind:
     """The broker this project was generated for: the one real adapter it ships."""
-    for kind in ("kafka", "rabbitmq"):
+    real: tuple[BrokerKind, ...] = ("kafka", "rabbitmq")
+    for kind in real:
         if importlib.util.find_spec(f"eventkit.transports.{kind}") is not None:
-            return kind  # type: ignore[return-value]
+            return kind
     return "memory"
 
 
@@ -59,16 +60,21 @@ class ServiceSettings(BaseSettings):
     )
 
     MAX_RETRIES: int = Field(
-        3, description="Retries of a failing handler before its event goes to the dead letters."
+        5,
+        description="Delayed retries of a failing event before it goes to the dead letters.",
     )
-    RETRY_BACKOFF_SECONDS: float = Field(
-        0.2, description="First retry's backoff; full-jitter, doubling per attempt."
+    RETRY_DELAYS_SECONDS: Annotated[tuple[float, ...], NoDecode] = Field(
+        (1.0, 5.0, 30.0, 120.0, 300.0),
+        description="Wait before retry 1, 2, ... (comma-separated; the last repeats). A "
+        "waiting event leaves its stream free; an event whose aggregate's earlier event has "
+        "not arrived waits the same way.",
     )
-    RETRY_BACKOFF_MAX_SECONDS: float = Field(5.0, description="The longest backoff.")
-    ORDER_WAIT_SECONDS: float = Field(
-        60.0,
-        description="How long an event waits for an earlier one of its aggregate before it is "
-        "dead-lettered.",
+    CONSUMER_BATCH_SIZE: int = Field(
+        200, description="The most events a consumer applies in one transaction."
+    )
+    CONSUMER_BATCH_WAIT_MS: int = Field(
+        5,
+        description="How long a consumer waits for a batch to fill once its first event is in.",
     )
     DEAD_LETTER_TOPIC: str | None = Field(
         None,
@@ -76,6 +82,12 @@ class ServiceSettings(BaseSettings):
     )
     OUTBOX_POLL_SECONDS: float = Field(
         1.0, description="How often the relay looks for events a commit did not announce."
+    )
+    RELAY_BATCH_SIZE: int = Field(
+        500,
+        ge=1,
+        description="The most outbox events the relay has in flight at once; they are marked "
+        "sent together.",
     )
     OUTBOX_RESEND_SECONDS: float = Field(
         60.0,
@@ -92,10 +104,21 @@ class ServiceSettings(BaseSettings):
         description="Inbox rows (processed event ids) older than this are pruned; keep it "
         "longer than any redelivery can come late.",
     )
+    OTEL_EXPORTER_OTLP_ENDPOINT: str | None = Field(
+        None,
+        description="Spans go to this OTLP/HTTP collector (e.g. http://jaeger:4318); unset: "
+        "none leave the service.",
+    )
     TRACES_FILE: str | None = Field(
         None,
-        description="Spans also go to this JSON-lines file (OTLP when "
-        "OTEL_EXPORTER_OTLP_ENDPOINT is set).",
+        description="Spans also go to this JSON-lines file; unset: no file is written.",
+    )
+    TRACE_SAMPLE_RATIO: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of new traces kept (by trace id); a span follows its parent's "
+        "decision, so a trace is whole or absent. OTEL_TRACES_SAMPLER overrides it.",
     )
     STREAM_PARTITIONS: int = Field(
         3,
@@ -105,6 +128,12 @@ class ServiceSettings(BaseSettings):
     STREAM_REPLICATION: int = Field(
         1,
         description="Kafka: replicas of a topic this service creates.",
+        json_schema_extra={"broker": "kafka"},
+    )
+    STREAM_MIN_INSYNC_REPLICAS: int = Field(
+        1,
+        description="Kafka: replicas that must hold an event before a publish with acks=all "
+        "counts (min.insync.replicas of the topics this service creates).",
         json_schema_extra={"broker": "kafka"},
     )
     GROUP_ID: str | None = Field(
@@ -133,9 +162,9 @@ class ServiceSettings(BaseSettings):
         json_schema_extra={"broker": "rabbitmq"},
     )
     PREFETCH_COUNT: int = Field(
-        1,
-        description="RabbitMQ: unacknowledged deliveries per consumer (an aggregate's events "
-        "still apply in sequence order).",
+        400,
+        description="RabbitMQ: unacknowledged deliveries per consumer; above "
+        "CONSUMER_BATCH_SIZE so the next batch arrives while one is applied.",
         json_schema_extra={"broker": "rabbitmq"},
     )
 
@@ -143,6 +172,20 @@ class ServiceSettings(BaseSettings):
         None,
         description="Bearer token of the admin calls (/dlq, rebuilds); unset: they are open.",
     )
+
+    @field_validator("RETRY_DELAYS_SECONDS", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(float(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("RETRY_DELAYS_SECONDS")
+    @classmethod
+    def _some_positive_delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("give one or more delays in seconds, none negative, like 1,5,30")
+        return value
 
     @property
     def broker(self) -> BrokerKind:

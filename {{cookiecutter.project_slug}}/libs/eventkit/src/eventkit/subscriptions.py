@@ -1,6 +1,8 @@
 """What a service subscribes to: `@subscriptions.on_message(stream, types=...)` handlers.
 
-A stream may have any number of handlers; each may name the event types it takes.
+A stream may have any number of handlers; each may name the event types it takes. A
+handler registered with `on_batch` instead takes all of a batch's events at once (after
+the inbox and the order check), for projections that fold many events into one write.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from eventkit.envelope import Envelope
 
 Handler = Callable[[Envelope, AsyncSession], Awaitable[None]]
+EventBatchHandler = Callable[[list[Envelope], AsyncSession], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class Subscription:
     stream: str
-    handler: Handler
+    handler: Handler | EventBatchHandler
     types: frozenset[str] | None  # None: every type of the stream
+    batch: bool = False  # the handler takes a list of events
 
     def takes(self, event_type: str) -> bool:
         return self.types is None or event_type in self.types
@@ -44,12 +48,36 @@ class Subscriptions:
 
         return register
 
+    def on_batch(
+        self, stream: str, *, types: Iterable[str] | None = None
+    ) -> Callable[[EventBatchHandler], EventBatchHandler]:
+        """Register a handler that takes a batch's events of `stream` (of `types`) at once."""
+
+        def register(handler: EventBatchHandler) -> EventBatchHandler:
+            taken = frozenset(types) if types is not None else None
+            self.subscriptions.append(Subscription(stream, handler, taken, batch=True))
+            return handler
+
+        return register
+
     @property
     def streams(self) -> list[str]:
         return list(dict.fromkeys(s.stream for s in self.subscriptions))
 
     def handlers(self, stream: str, event_type: str) -> list[Handler]:
-        return [s.handler for s in self.subscriptions if s.stream == stream and s.takes(event_type)]
+        """The one-event handlers of `stream` that take `event_type`."""
+        return [
+            s.handler  # type: ignore[misc]
+            for s in self.subscriptions
+            if s.stream == stream and not s.batch and s.takes(event_type)
+        ]
+
+    def batch_subscriptions(self, stream: str) -> list[Subscription]:
+        return [s for s in self.subscriptions if s.stream == stream and s.batch]
+
+    def takes(self, stream: str, event_type: str) -> bool:
+        """Whether any handler of `stream` takes `event_type`."""
+        return any(s.stream == stream and s.takes(event_type) for s in self.subscriptions)
 
     def types(self, stream: str) -> frozenset[str] | None:
         """The event types the handlers of `stream` take; None when one takes them all."""

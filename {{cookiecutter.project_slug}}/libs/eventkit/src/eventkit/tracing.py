@@ -2,8 +2,15 @@
 
 The request's span context is stored with each outbox row, the relay's publish span
 continues it and travels in the message headers (W3C traceparent), and each consumer's
-span continues that. Spans go to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, and to a
-JSON-lines file when TRACES_FILE is (the local stack writes var/traces/<service>.jsonl).
+span continues that.
+
+Cheap when nobody looks: spans leave the process only when asked, to OTLP when
+OTEL_EXPORTER_OTLP_ENDPOINT is set and to a JSON-lines file when TRACES_FILE is, both through
+a batch processor (a background thread exports; the request and the handler never wait on
+it). A root trace is kept with probability TRACE_SAMPLE_RATIO and every span follows its
+parent's decision, so a trace is whole or absent, across services too. OTEL_TRACES_SAMPLER,
+when set, takes precedence (the OpenTelemetry SDK reads it). Span and trace ids exist even for
+a trace that is not kept: log lines and message headers carry them.
 """
 
 from __future__ import annotations
@@ -19,12 +26,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -33,20 +36,55 @@ _provider: TracerProvider | None = None
 tracer = trace.get_tracer("eventkit")
 
 
-def setup(service: str, traces_file: str | None = None) -> TracerProvider:
-    """Install this process's tracer provider once; later calls return the same one."""
+def setup(
+    service: str,
+    traces_file: str | None = None,
+    *,
+    otlp_endpoint: str | None = None,
+    sample_ratio: float = 1.0,
+) -> TracerProvider:
+    """Install this process's tracer provider (`provider`) once; later calls return it."""
     global _provider
-    if _provider is not None:
-        return _provider
-    _provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    if _provider is None:
+        _provider = provider(
+            service, traces_file, otlp_endpoint=otlp_endpoint, sample_ratio=sample_ratio
+        )
+        trace.set_tracer_provider(_provider)
+    return _provider
+
+
+def provider(
+    service: str,
+    traces_file: str | None = None,
+    *,
+    otlp_endpoint: str | None = None,
+    sample_ratio: float = 1.0,
+) -> TracerProvider:
+    """A tracer provider that exports only where asked, each exporter behind a batch processor.
+
+    `otlp_endpoint` is the collector's base URL (OTLP over HTTP, e.g. http://jaeger:4318);
+    spans go to `<it>/v1/traces`.
+    """
+    made = TracerProvider(
+        resource=Resource.create({"service.name": service}), sampler=sampler(sample_ratio)
+    )
+    if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        exporter = OTLPSpanExporter(endpoint=f"{otlp_endpoint.rstrip('/')}/v1/traces")
+        made.add_span_processor(BatchSpanProcessor(exporter))
     if traces_file:
-        _provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(Path(traces_file))))
-    trace.set_tracer_provider(_provider)
-    return _provider
+        made.add_span_processor(BatchSpanProcessor(JsonLinesExporter(Path(traces_file))))
+    return made
+
+
+def sampler(ratio: float) -> Sampler | None:
+    """Parent-based: a span follows its parent's decision (the traceparent's sampled flag), and
+    a root keeps `ratio` of traces, chosen by trace id. None when OTEL_TRACES_SAMPLER is set:
+    the SDK then builds the sampler it names."""
+    if os.environ.get("OTEL_TRACES_SAMPLER"):
+        return None
+    return ParentBased(TraceIdRatioBased(ratio))
 
 
 def inject(context: Context | None = None) -> dict[str, str]:

@@ -10,7 +10,7 @@ from eventkit import Envelope, Subscriptions
 subscriptions = Subscriptions(read_models=[EventCount, Revenue])
 
 
-@subscriptions.on_message(USER_EVENTS)
-@subscriptions.on_message(BILLING_EVENTS)
-async def count_event(event: Envelope, session: AsyncSession) -> None:
-    await projections.count(session, event)
+@subscriptions.on_batch(USER_EVENTS)
+@subscriptions.on_batch(BILLING_EVENTS)
+async def count_events(events: list[Envelope], session: AsyncSession) -> None:
+    await projections.count(session, events)

@@ -1,9 +1,11 @@
-"""How each event changes the counters.
+"""How a batch of events changes the counters.
 
-Increments are single UPDATE statements, so replicas of this service consuming different
-partitions (or competing for one queue) never lose one another's counts.
+A batch is folded first (a count per type, the revenue it adds), then written with one
+UPDATE per counter, so replicas of this service consuming different partitions (or
+competing for one queue) never lose one another's counts.
 """
 
+from collections import Counter
 from decimal import Decimal
 
 from sqlalchemy import update
@@ -13,13 +15,16 @@ from analytics_service.models import EventCount, Revenue
 from eventkit import Envelope
 
 
-async def count(session: AsyncSession, event: Envelope) -> None:
-    await _increment(
-        session, EventCount, EventCount.type == event.type, "count", 1, type=event.type
+async def count(session: AsyncSession, events: list[Envelope]) -> None:
+    for event_type, seen in Counter(event.type for event in events).items():
+        await _increment(
+            session, EventCount, EventCount.type == event_type, "count", seen, type=event_type
+        )
+    invoiced = sum(
+        (Decimal(e.data["amount"]) for e in events if e.type == "InvoiceIssued"), Decimal(0)
     )
-    if event.type == "InvoiceIssued":
-        amount = Decimal(event.data["amount"])
-        await _increment(session, Revenue, Revenue.id == 1, "total", amount, id=1)
+    if invoiced:
+        await _increment(session, Revenue, Revenue.id == 1, "total", invoiced, id=1)
 
 
 async def _increment(
@@ -27,11 +32,12 @@ async def _increment(
 ) -> None:
     """Add `by` to the row's column; create the row on first use.
 
-    Two first uses at once: one insert fails on the primary key, and the pipeline's
+    Two first uses at once: one insert fails on the primary key, and the consumer's
     retry then finds the row.
     """
     field = getattr(model, column)
-    result = await session.execute(update(model).where(where).values({column: field + by}))
+    change = update(model).where(where).values({column: field + by})
+    result = await session.execute(change.execution_options(synchronize_session=False))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         session.add(model(**key, **{column: by}))
         await session.flush()

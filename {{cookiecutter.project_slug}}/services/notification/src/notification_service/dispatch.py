@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from eventkit.db import Database
 from notification_service.models import Notification
@@ -74,30 +74,39 @@ class EmailDispatcher:
             self._wake.clear()
 
     async def send_pending(self) -> int:
-        """Send one batch of unsent notifications; returns how many were sent."""
+        """Send one batch of unsent notifications; returns how many were sent.
+
+        The batch's rows are claimed (locked) in one transaction and marked sent with one
+        UPDATE when its emails have left; if SMTP fails midway, those already sent are
+        still marked, and the rest wait for the next round.
+        """
         assert self.db is not None, "start() first"
-        async with self.db.sessions() as session:
-            waiting = list(
-                await session.scalars(
-                    select(Notification.id)
-                    .where(Notification.sent_at.is_(None))
-                    .order_by(Notification.created_at)
-                    .limit(self.batch)
-                )
+        failure: Exception | None = None
+        sent: list[str] = []
+        async with self.db.transaction() as session:
+            rows = await session.scalars(
+                select(Notification)
+                .where(Notification.sent_at.is_(None))
+                .order_by(Notification.created_at)
+                .limit(self.batch)
+                .with_for_update(skip_locked=True)
             )
-        sent = 0
-        for notification_id in waiting:
-            async with self.db.transaction() as session:
-                row = await session.scalar(
-                    select(Notification)
-                    .where(Notification.id == notification_id, Notification.sent_at.is_(None))
-                    .with_for_update(skip_locked=True)
+            for row in rows:
+                try:
+                    await self.sender.send(
+                        Message(to=row.recipient, subject=row.subject, body=row.subject)
+                    )
+                except Exception as exc:
+                    failure = exc
+                    break
+                sent.append(row.id)
+            if sent:
+                await session.execute(
+                    update(Notification)
+                    .where(Notification.id.in_(sent))
+                    .values(sent_at=datetime.now(UTC))
+                    .execution_options(synchronize_session=False)
                 )
-                if row is None:  # sent meanwhile, or another replica holds it
-                    continue
-                await self.sender.send(
-                    Message(to=row.recipient, subject=row.subject, body=row.subject)
-                )
-                row.sent_at = datetime.now(UTC)
-            sent += 1
-        return sent
+        if failure is not None:
+            raise failure
+        return len(sent)

@@ -68,8 +68,10 @@ IfMatch = Annotated[
 async def create_user(body: NewUser, kit: Kit) -> UserOut:
     user = User.create(str(uuid.uuid4()), body.name, str(body.email), body.locale)
     try:
+        # One flush inserts the email claim, the event and its outbox row; the email's
+        # primary key refuses a second holder, so there is nothing to look up first.
         async with kit.transaction() as session:
-            await _claim_email(session, user.email, user.id)
+            session.add(UserEmail(email=user.email.lower(), user_id=user.id))
             store.save(session, user)
     except IntegrityError:
         raise HTTPException(409, detail=f"email {user.email} is already taken") from None

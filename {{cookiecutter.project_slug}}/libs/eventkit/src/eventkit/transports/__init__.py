@@ -6,26 +6,55 @@ A generated project ships one real broker's adapter; the other is deleted at gen
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from eventkit.settings import ServiceSettings, default
 
-RawHandler = Callable[[bytes, Mapping[str, str]], Awaitable[None]]
+# One received message: its body and headers.
+Delivery = tuple[bytes, Mapping[str, str]]
+# Takes a batch of one stream's messages in the order received; the batch is acknowledged
+# when it returns and redelivered if it raises.
+BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outgoing:
+    """One message of a `publish_batch`: what `publish` takes, as one value."""
+
+    stream: str
+    body: bytes
+    key: str
+    event_type: str
+    headers: Mapping[str, str] | None = None
+
+
+# What became of one message of a batch: None once the broker has it, else the error.
+Outcome = BaseException | None
 
 
 @dataclass(kw_only=True)
 class DeliveryConfig:
-    """What every transport's config says about failed deliveries."""
+    """What every transport's config says about batches and failed deliveries."""
 
     # Where dead letters go: a Kafka topic or a RabbitMQ queue; unset: dlq.<service>.
     dead_letter_topic: str | None = None
     max_retries: int = default("MAX_RETRIES")
-    retry_backoff_seconds: float = default("RETRY_BACKOFF_SECONDS")
-    retry_backoff_max_seconds: float = default("RETRY_BACKOFF_MAX_SECONDS")
-    order_wait_seconds: float = default("ORDER_WAIT_SECONDS")
+    retry_delays_seconds: tuple[float, ...] = default("RETRY_DELAYS_SECONDS")
+    batch_size: int = default("CONSUMER_BATCH_SIZE")
+    batch_wait_ms: int = default("CONSUMER_BATCH_WAIT_MS")
+
+    def retry_delay(self, attempt: int) -> float:
+        """The wait before retry number `attempt` (1-based); the last delay repeats."""
+        return self.retry_delays_seconds[min(attempt, len(self.retry_delays_seconds)) - 1]
+
+    @property
+    def retry_tiers(self) -> list[float]:
+        """The distinct delays retries use: one delay topic or queue each."""
+        return sorted({self.retry_delay(n) for n in range(1, self.max_retries + 1)})
 
 
 def delivery_from_settings(settings: ServiceSettings) -> dict[str, Any]:
@@ -33,17 +62,17 @@ def delivery_from_settings(settings: ServiceSettings) -> dict[str, Any]:
     return {
         "dead_letter_topic": settings.DEAD_LETTER_TOPIC,
         "max_retries": settings.MAX_RETRIES,
-        "retry_backoff_seconds": settings.RETRY_BACKOFF_SECONDS,
-        "retry_backoff_max_seconds": settings.RETRY_BACKOFF_MAX_SECONDS,
-        "order_wait_seconds": settings.ORDER_WAIT_SECONDS,
+        "retry_delays_seconds": settings.RETRY_DELAYS_SECONDS,
+        "batch_size": settings.CONSUMER_BATCH_SIZE,
+        "batch_wait_ms": settings.CONSUMER_BATCH_WAIT_MS,
     }
 
 
 class TransportConfig(Protocol):
     max_retries: int
-    retry_backoff_seconds: float
-    retry_backoff_max_seconds: float
-    order_wait_seconds: float
+    batch_size: int
+
+    def retry_delay(self, attempt: int) -> float: ...
 
     @property
     def dead_letters(self) -> str:
@@ -56,12 +85,16 @@ class Transport(Protocol):
     def subscribe(
         self,
         stream: str,
-        handler: RawHandler,
+        handler: BatchHandler,
         *,
         types: Collection[str] | None = None,
         description: str = "",
     ) -> None:
-        """Deliver the messages of `stream` (of `types`, if given) to `handler`; before start()."""
+        """Deliver the messages of `stream` (of `types`, if given) to `handler`; before start().
+
+        Batches hold up to `config.batch_size` messages; retries of this stream come back
+        to the same handler (see `publish_retry`).
+        """
 
     def declare_publisher(
         self, stream: str, *, description: str = "", subscribers: Collection[str] = ()
@@ -91,6 +124,24 @@ class Transport(Protocol):
     ) -> None:
         """Publish and wait until the broker has taken the message."""
 
+    async def publish_batch(self, messages: Sequence[Outgoing], *, timeout: float) -> list[Outcome]:
+        """Publish `messages` with many in flight at once; one outcome each, in their order.
+
+        One key's messages reach the broker in the order given; after one of them fails,
+        the later ones of its key may or may not have gone out (the caller sends them
+        again). What the broker has not confirmed within `timeout` seconds counts as
+        failed (TimeoutError). Never raises for a message: its outcome says.
+        """
+
+    async def publish_retry(
+        self, stream: str, body: bytes, headers: Mapping[str, str], *, key: str, delay: float
+    ) -> None:
+        """Give the message back to this service's `stream` handler in `delay` seconds.
+
+        The broker holds it meanwhile (a Kafka retry topic, a RabbitMQ delay queue), so the
+        stream goes on and a restart loses nothing. `delay` is one of `config.retry_tiers`.
+        """
+
     async def publish_dead_letter(
         self, body: bytes, headers: Mapping[str, str], *, key: str = ""
     ) -> None:
@@ -99,6 +150,43 @@ class Transport(Protocol):
     async def ping(self) -> bool: ...
 
     def asyncapi(self, title: str) -> dict[str, Any]: ...
+
+
+async def publish_per_key(
+    publish: Callable[[Outgoing], Awaitable[object]],
+    messages: Sequence[Outgoing],
+    timeout: float,
+) -> list[Outcome]:
+    """`publish_batch` for a client whose `publish` waits for the broker's confirm.
+
+    Each key's messages are published one after another, and the keys all at once, so
+    confirms are awaited together while a key's order holds whatever the client does
+    inside. A key stops at its first failure (its later messages fail the same way); a
+    message without a key has no order to keep and goes on its own.
+    """
+    outcomes: list[Outcome] = [TimeoutError(f"no confirm within {timeout}s")] * len(messages)
+    chains: dict[str | int, list[int]] = {}
+    for index, message in enumerate(messages):
+        chains.setdefault(message.key or index, []).append(index)
+
+    async def publish_chain(chain: list[int]) -> None:
+        for place, index in enumerate(chain):
+            try:
+                await publish(messages[index])
+            except Exception as exc:
+                for later in chain[place:]:
+                    outcomes[later] = exc
+                return
+            outcomes[index] = None
+
+    tasks = [asyncio.create_task(publish_chain(chain)) for chain in chains.values()]
+    try:
+        await asyncio.wait(tasks, timeout=timeout)
+    finally:  # past the timeout, or cancelled: what has not finished stays unconfirmed
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return outcomes
 
 
 def create_transport(settings: ServiceSettings) -> Transport:

@@ -7,8 +7,10 @@ after the handler returns, so a crash redelivers instead of losing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Collection, Mapping
+import time
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,9 +22,16 @@ from faststream.message import StreamMessage
 from faststream.specification import AsyncAPI
 
 from eventkit.envelope import Envelope
-from eventkit.roster import dead_letter_stream
+from eventkit.roster import dead_letter_stream, retry_stream
 from eventkit.settings import ServiceSettings, default
-from eventkit.transports import DeliveryConfig, RawHandler, delivery_from_settings
+from eventkit.transports import (
+    BatchHandler,
+    Delivery,
+    DeliveryConfig,
+    Outcome,
+    Outgoing,
+    delivery_from_settings,
+)
 
 
 @dataclass
@@ -41,8 +50,11 @@ class KafkaConfig(DeliveryConfig):
     # Partitions of each stream's topic: the most consumers of one group that can share it.
     partitions: int = default("STREAM_PARTITIONS")
     replication: int = default("STREAM_REPLICATION")
+    min_insync_replicas: int = default("STREAM_MIN_INSYNC_REPLICAS")
     # How soon clients notice a topic that was re-created or got partitions.
     metadata_max_age_ms: int = 5000
+    # A batch fetch returns at once with what has arrived, or waits this long for some.
+    batch_timeout_ms: int = 50
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -59,6 +71,7 @@ def config_from_settings(settings: ServiceSettings) -> KafkaConfig:
         enable_idempotence=settings.KAFKA_IDEMPOTENCE,
         partitions=settings.STREAM_PARTITIONS,
         replication=settings.STREAM_REPLICATION,
+        min_insync_replicas=settings.STREAM_MIN_INSYNC_REPLICAS,
         **delivery_from_settings(settings),
     )
 
@@ -67,8 +80,15 @@ def from_settings(settings: ServiceSettings) -> KafkaTransport:
     return KafkaTransport(config_from_settings(settings))
 
 
-async def _raw_body(message: StreamMessage[Any]) -> bytes:
-    return message.body
+async def _raw_bodies(message: StreamMessage[Any]) -> list[bytes]:
+    return list(message.body)
+
+
+# A retried message carries when it is due and the stream it came from.
+DUE_HEADER = "x-retry-due"
+# How long a retry topic's consumer waits on the broker for messages.
+RETRY_POLL_MS = 500
+STREAM_HEADER = "x-original-topic"
 
 
 class KafkaTransport:
@@ -83,34 +103,74 @@ class KafkaTransport:
             **config.extra,
         )
         self._topics: list[str] = [config.dead_letters]
+        self._handlers: dict[str, BatchHandler] = {}
 
     def subscribe(
         self,
         stream: str,
-        handler: RawHandler,
+        handler: BatchHandler,
         *,
         types: Collection[str] | None = None,
         description: str = "",
     ) -> None:
         # Kafka has no routing by type: the handler filters (eventkit's consumer does).
-        self._topics.append(stream)
-        subscriber = self.broker.subscriber(
-            stream,
+        self._handlers[stream] = handler
+        self._batch_subscriber(stream, description=description)(self._on_batch(handler))
+        if len(self._handlers) == 1:  # this service's retry topics, once
+            for delay in self.config.retry_tiers:
+                topic = retry_stream(self.config.group_id, delay)
+                subscriber = self._batch_subscriber(
+                    topic,
+                    description=f"{self.config.group_id}'s events retried after {delay} s",
+                    # The consumer waits up to `delay` for a batch to be due.
+                    max_poll_interval_ms=max(300_000, int((delay + 60) * 1000)),
+                    # A retry is seconds late anyway: poll lazily, and spare the CPU.
+                    fetch_max_wait_ms=RETRY_POLL_MS,
+                    batch_timeout_ms=RETRY_POLL_MS,
+                    include_in_schema=False,  # internal: not one of the service's channels
+                )
+                subscriber(self._on_retry_batch)
+
+    def _batch_subscriber(self, topic: str, *, description: str, **options: Any) -> Any:
+        """A batch subscriber of `topic` in this service's group, committing after each batch."""
+        self._topics.append(topic)
+        settings: dict[str, Any] = {
+            "batch_timeout_ms": self.config.batch_timeout_ms,
+            "fetch_max_wait_ms": self.config.fetch_max_wait_ms,
+            **options,
+        }
+        return self.broker.subscriber(
+            topic,
             group_id=self.config.group_id,
             auto_offset_reset=self.config.auto_offset_reset,
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=_raw_body,
-            fetch_max_wait_ms=self.config.fetch_max_wait_ms,
+            batch=True,
+            max_records=self.config.batch_size,
+            decoder=_raw_bodies,
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
-            title=f"{self.config.group_id}:{stream}",
+            title=f"{self.config.group_id}:{topic}",
             description=description,
+            **settings,
         )
 
-        async def on_message(body: bytes, message: KafkaMessage) -> None:
-            await handler(body, message.headers)
+    @staticmethod
+    def _on_batch(handler: BatchHandler) -> Any:
+        async def on_batch(bodies: list[bytes], message: KafkaMessage) -> None:
+            await handler(list(zip(bodies, message.batch_headers, strict=True)))
 
-        subscriber(on_message)
+        return on_batch
+
+    async def _on_retry_batch(self, bodies: list[bytes], message: KafkaMessage) -> None:
+        """Wait until the batch is due, then hand each message to its stream's handler."""
+        batch = list(zip(bodies, message.batch_headers, strict=True))
+        due = max(float(headers.get(DUE_HEADER, 0)) for _, headers in batch)
+        await asyncio.sleep(max(0.0, due - time.time()))
+        by_stream: dict[str, list[Delivery]] = {}
+        for body, headers in batch:
+            by_stream.setdefault(headers.get(STREAM_HEADER, ""), []).append((body, headers))
+        for stream, deliveries in by_stream.items():
+            await self._handlers[stream](deliveries)
 
     def declare_publisher(
         self, stream: str, *, description: str = "", subscribers: Collection[str] = ()
@@ -136,8 +196,12 @@ class KafkaTransport:
             existing = set(await admin.list_topics())
             missing = sorted(set(self._topics) - existing)
             if missing:
+                configs = {"min.insync.replicas": str(self.config.min_insync_replicas)}
                 new = [
-                    NewTopic(t, self.config.partitions, self.config.replication) for t in missing
+                    NewTopic(
+                        t, self.config.partitions, self.config.replication, topic_configs=configs
+                    )
+                    for t in missing
                 ]
                 with contextlib.suppress(TopicAlreadyExistsError):  # another was quicker
                     await admin.create_topics(new)
@@ -160,11 +224,56 @@ class KafkaTransport:
             body,
             topic=stream,
             key=key.encode() if key else None,
-            headers={
-                "content-type": "application/json",
-                "event-type": event_type,
-                **(headers or {}),
-            },
+            headers=_headers(event_type, headers),
+        )
+
+    async def publish_batch(self, messages: Sequence[Outgoing], *, timeout: float) -> list[Outcome]:
+        """Append each message to the producer in order, then await all the acks together.
+
+        The producer sends one batch per partition at a time, so a key's messages (one
+        partition) stay in the order appended. After a key's message fails to append, its
+        later ones are not appended.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        outcomes: list[Outcome] = [TimeoutError(f"no ack within {timeout}s")] * len(messages)
+        in_flight: dict[asyncio.Future[Any], int] = {}
+        failed: dict[str, BaseException] = {}
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):  # appending waits while the buffer is full
+                for index, message in enumerate(messages):
+                    if message.key in failed:
+                        outcomes[index] = failed[message.key]
+                        continue
+                    try:
+                        acked = await self.broker.publish(
+                            message.body,
+                            topic=message.stream,
+                            key=message.key.encode() if message.key else None,
+                            headers=_headers(message.event_type, message.headers),
+                            no_confirm=True,
+                        )
+                    except Exception as exc:
+                        outcomes[index] = exc
+                        if message.key:
+                            failed[message.key] = exc
+                    else:
+                        in_flight[acked] = index
+        if in_flight:
+            done, _ = await asyncio.wait(in_flight, timeout=max(0.0, deadline - loop.time()))
+            for acked in done:
+                if not acked.cancelled():
+                    outcomes[in_flight[acked]] = acked.exception()
+        return outcomes
+
+    async def publish_retry(
+        self, stream: str, body: bytes, headers: Mapping[str, str], *, key: str, delay: float
+    ) -> None:
+        await self.broker.publish(
+            body,
+            topic=retry_stream(self.config.group_id, delay),
+            key=key.encode() if key else None,
+            headers={**headers, STREAM_HEADER: stream, DUE_HEADER: str(time.time() + delay)},
         )
 
     async def publish_dead_letter(
@@ -181,4 +290,12 @@ class KafkaTransport:
         return await self.broker.ping(timeout=2.0)
 
     def asyncapi(self, title: str) -> dict[str, Any]:
-        return AsyncAPI(self.broker, title=title).to_specification().to_jsonable()
+        document: dict[str, Any] = (
+            AsyncAPI(self.broker, title=title).to_specification().to_jsonable()
+        )
+        return document
+
+
+def _headers(event_type: str, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """A published event's headers: its type, so consumers filter without decoding it."""
+    return {"content-type": "application/json", "event-type": event_type, **(headers or {})}

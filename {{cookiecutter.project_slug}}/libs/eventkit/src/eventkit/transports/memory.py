@@ -5,14 +5,21 @@ For unit tests and a service run alone (BROKER=memory); nothing leaves the proce
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import asyncio
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eventkit.bus import EventBus
 from eventkit.roster import dead_letter_stream
 from eventkit.settings import ServiceSettings
-from eventkit.transports import DeliveryConfig, RawHandler, delivery_from_settings
+from eventkit.transports import (
+    BatchHandler,
+    DeliveryConfig,
+    Outcome,
+    Outgoing,
+    delivery_from_settings,
+)
 
 
 @dataclass
@@ -37,11 +44,15 @@ class MemoryTransport:
         self.published: list[tuple[str, bytes]] = []
         self.dead_letters: list[tuple[str, bytes, dict[str, str]]] = []
         self.up = True
+        self.handlers: dict[str, BatchHandler] = {}
+        # (stream, body, headers, delay) of each retry handed back later
+        self.retries: list[tuple[str, bytes, dict[str, str], float]] = []
+        self._waiting: set[asyncio.Task[None]] = set()
 
     def subscribe(
         self,
         stream: str,
-        handler: RawHandler,
+        handler: BatchHandler,
         *,
         types: Collection[str] | None = None,
         description: str = "",
@@ -49,8 +60,9 @@ class MemoryTransport:
         async def deliver(message: tuple[bytes, str, dict[str, str]]) -> None:
             body, event_type, headers = message
             if types is None or event_type in types:
-                await handler(body, headers)
+                await handler([(body, headers)])
 
+        self.handlers[stream] = handler
         self.bus.subscribe(stream, deliver)
 
     def declare_publisher(
@@ -63,6 +75,10 @@ class MemoryTransport:
 
     async def stop(self) -> None:
         self.up = False
+        waiting = list(self._waiting)
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
 
     async def recover(self) -> None:
         return None
@@ -80,6 +96,45 @@ class MemoryTransport:
             raise ConnectionError("in-process transport is stopped")
         self.published.append((stream, body))
         await self.bus.publish(stream, (body, event_type, dict(headers or {})))
+
+    async def publish_batch(self, messages: Sequence[Outgoing], *, timeout: float) -> list[Outcome]:
+        """One at a time, in order: in one process there is no round trip to overlap."""
+        outcomes: list[Outcome] = []
+        failed: dict[str, BaseException] = {}  # a key stops at its first failure
+        for message in messages:
+            if message.key in failed:
+                outcomes.append(failed[message.key])
+                continue
+            try:
+                await self.publish(
+                    message.stream,
+                    message.body,
+                    key=message.key,
+                    event_type=message.event_type,
+                    headers=message.headers,
+                )
+            except Exception as exc:
+                outcomes.append(exc)
+                if message.key:
+                    failed[message.key] = exc
+            else:
+                outcomes.append(None)
+        return outcomes
+
+    async def publish_retry(
+        self, stream: str, body: bytes, headers: Mapping[str, str], *, key: str, delay: float
+    ) -> None:
+        if not self.up:
+            raise ConnectionError("in-process transport is stopped")
+        self.retries.append((stream, body, dict(headers), delay))
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            await self.handlers[stream]([(body, dict(headers))])
+
+        task = asyncio.create_task(later())
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
 
     async def publish_dead_letter(
         self, body: bytes, headers: Mapping[str, str], *, key: str = ""

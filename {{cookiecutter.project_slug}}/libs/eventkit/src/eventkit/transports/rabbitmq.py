@@ -8,7 +8,9 @@ confirms; a message is acked after its handler.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import asyncio
+import contextlib
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,13 +27,26 @@ from faststream.rabbit import (
 from faststream.specification import AsyncAPI
 
 from eventkit.envelope import Envelope
-from eventkit.roster import dead_letter_stream, service_queue
+from eventkit.roster import dead_letter_stream, retry_stream, service_queue
 from eventkit.settings import ServiceSettings, default
-from eventkit.transports import DeliveryConfig, RawHandler, delivery_from_settings
+from eventkit.transports import (
+    BatchHandler,
+    Delivery,
+    DeliveryConfig,
+    Outcome,
+    Outgoing,
+    delivery_from_settings,
+    publish_per_key,
+)
 
 # Dead letters: one direct exchange; per service a durable queue `dlq.<service>` bound
 # with the service's name. Service queues dead-letter into it too.
 DLQ_EXCHANGE = RabbitExchange("dlq", type=ExchangeType.DIRECT, durable=True)
+# Retries: per service and delay a durable queue `retry.<service>.<ms>ms` whose messages
+# expire after the delay into this headers exchange, which routes each back to the queue
+# its `retry-queue` header names (headers starting with x- are not matched).
+RETRY_EXCHANGE = RabbitExchange("retry", type=ExchangeType.HEADERS, durable=True)
+RETRY_QUEUE_HEADER = "retry-queue"
 
 
 @dataclass
@@ -41,8 +56,8 @@ class RabbitMQConfig(DeliveryConfig):
     url: str
     # The service: it names the queues (`<service>.<stream>`) and its dead letters.
     service: str
-    # Each unacknowledged delivery is handled as its own task, so with more than one in
-    # flight one aggregate's events can be applied out of order. 1 keeps them in order.
+    # Unacknowledged deliveries per consumer: above batch_size, so the next batch fills
+    # while one is applied (each aggregate's events still apply in sequence order).
     prefetch_count: int = default("PREFETCH_COUNT")
     # The most dead letters the queue keeps; past it the oldest are dropped.
     dead_letter_max_length: int = default("DEAD_LETTER_MAX_LENGTH")
@@ -87,31 +102,104 @@ async def _raw_body(message: StreamMessage[Any]) -> bytes:
     return message.body
 
 
+class Batcher:
+    """Gathers the deliveries of one queue into batches for one handler, in queue order.
+
+    RabbitMQ hands over each delivery on its own (aio-pika runs each in a task, up to the
+    prefetch), and tasks can reach this point out of order. Each queue has a channel of
+    its own, so its delivery tags count 1, 2, 3...: a batch is cut in tag order, and waits
+    a moment for a missing tag still on its way. Each delivery waits here until its batch
+    is applied, and is acked (or, if the batch failed, nacked and redelivered) as it
+    returns.
+    """
+
+    def __init__(self, handler: BatchHandler, size: int, wait_seconds: float) -> None:
+        self.handler = handler
+        self.size = size
+        self.wait_seconds = wait_seconds
+        self._pending: list[tuple[int, Delivery, asyncio.Future[None]]] = []
+        self._next_tag: int | None = None
+        self._arrived = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, tag: int, delivery: Delivery) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((tag, delivery, done))
+        self._arrived.set()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = await self._next_batch()
+            try:
+                await self.handler([delivery for _, delivery, _ in batch])
+            except Exception as exc:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _next_batch(self) -> list[tuple[int, Delivery, asyncio.Future[None]]]:
+        """Up to `size` deliveries in tag order, once full, or after a short window."""
+        deadline = asyncio.get_running_loop().time() + self.wait_seconds
+        waits_for_gap = 3  # windows to wait for a missing tag before going on without it
+        while True:
+            self._arrived.clear()
+            self._pending.sort(key=lambda item: item[0])
+            first = self._pending[0][0]
+            gap = self._next_tag is not None and first > self._next_tag
+            remaining = deadline - asyncio.get_running_loop().time()
+            if (len(self._pending) >= self.size and not gap) or remaining <= 0:
+                if not gap or waits_for_gap == 0:
+                    break
+                waits_for_gap -= 1
+                deadline += self.wait_seconds
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+        batch = [self._pending[0]]
+        for item in self._pending[1 : self.size]:  # the run of consecutive tags
+            if item[0] != batch[-1][0] + 1:
+                break
+            batch.append(item)
+        self._pending = self._pending[len(batch) :]
+        # A lower tag than expected: the channel was opened again and counts from 1.
+        self._next_tag = batch[-1][0] + 1
+        return batch
+
+
 class RabbitMQTransport:
     def __init__(self, config: RabbitMQConfig) -> None:
         self.config = config
-        self.broker = RabbitBroker(
-            config.url,
-            logger=None,
-            # A publish no queue takes comes back as an error (mandatory), so the relay keeps
-            # the row instead of marking a lost event sent.
-            default_channel=Channel(
-                prefetch_count=config.prefetch_count,
-                publisher_confirms=True,
-                on_return_raises=True,
-            ),
-        )
+        self.broker = RabbitBroker(config.url, logger=None, default_channel=self._channel())
         self._streams: list[str] = []
         # (queue, stream, routing key): the keys a queue takes beyond its first
         self._bindings: list[tuple[RabbitQueue, str, str]] = []
         self._unbind_all: list[tuple[RabbitQueue, str]] = []
         # (stream, service): the queues of the roster's readers of what this one publishes
         self._readers: list[tuple[str, str]] = []
+        # this service's queues, which take their retries back from the retry exchange
+        self._retry_bindings: list[RabbitQueue] = []
+
+    def _channel(self) -> Channel:
+        # A publish no queue takes comes back as an error (mandatory), so the relay keeps
+        # the row instead of marking a lost event sent. Every channel is set so, since an
+        # exchange publishes on the channel that first declared it.
+        return Channel(
+            prefetch_count=self.config.prefetch_count,
+            publisher_confirms=True,
+            on_return_raises=True,
+        )
 
     def subscribe(
         self,
         stream: str,
-        handler: RawHandler,
+        handler: BatchHandler,
         *,
         types: Collection[str] | None = None,
         description: str = "",
@@ -128,13 +216,18 @@ class RabbitMQTransport:
             stream_exchange(stream),
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_raw_body,
+            # A channel of its own: its delivery tags count this queue's deliveries only.
+            channel=self._channel(),
             title=f"{self.config.service}:{stream}",
             description=description,
         )
 
+        self._retry_bindings.append(queue)
+        batcher = Batcher(handler, self.config.batch_size, self.config.batch_wait_ms / 1000)
+
         async def on_message(body: bytes, message: RabbitMessage) -> None:
             headers = {k: str(v) for k, v in (message.headers or {}).items()}
-            await handler(body, headers)
+            await batcher.submit(message.raw_message.delivery_tag or 0, (body, headers))
 
         subscriber(on_message)
 
@@ -168,8 +261,10 @@ class RabbitMQTransport:
             declared = await self.broker.declare_queue(consumer_queue(service, stream))
             if declared.declaration_result.consumer_count == 0:
                 await declared.bind(stream, routing_key="#")
+        if self._retry_bindings:
+            await self._declare_retries()
         exchange = await self.broker.declare_exchange(DLQ_EXCHANGE)
-        queue = await self.broker.declare_queue(
+        dead_letters = await self.broker.declare_queue(
             RabbitQueue(
                 self.config.dead_letters,
                 durable=True,
@@ -180,7 +275,27 @@ class RabbitMQTransport:
                 },
             )
         )
-        await queue.bind(exchange, routing_key=self.config.service)
+        await dead_letters.bind(exchange, routing_key=self.config.service)
+
+    async def _declare_retries(self) -> None:
+        """The delay queues of this service, and its queues' bindings for what comes back."""
+        retries = await self.broker.declare_exchange(RETRY_EXCHANGE)
+        for delay in self.config.retry_tiers:
+            await self.broker.declare_queue(
+                RabbitQueue(
+                    retry_stream(self.config.service, delay),
+                    durable=True,
+                    arguments={
+                        "x-message-ttl": round(delay * 1000),
+                        "x-dead-letter-exchange": RETRY_EXCHANGE.name,
+                    },
+                )
+            )
+        for queue in self._retry_bindings:
+            declared = await self.broker.declare_queue(queue)
+            await declared.bind(
+                retries, arguments={"x-match": "all", RETRY_QUEUE_HEADER: queue.name}
+            )
 
     async def recover(self) -> None:
         """Nothing to do: the robust connection re-declares exchanges, queues and bindings."""
@@ -208,6 +323,38 @@ class RabbitMQTransport:
             headers={"aggregate-id": key, **(headers or {})},
         )
 
+    async def publish_batch(self, messages: Sequence[Outgoing], *, timeout: float) -> list[Outcome]:
+        """Many publishes in flight on the confirm channel, their confirms awaited together.
+
+        A message no queue takes comes back (mandatory) as its failure, so it stays pending.
+        """
+
+        async def publish(message: Outgoing) -> None:
+            await self.publish(
+                message.stream,
+                message.body,
+                key=message.key,
+                event_type=message.event_type,
+                headers=message.headers,
+            )
+
+        return await publish_per_key(publish, messages, timeout)
+
+    async def publish_retry(
+        self, stream: str, body: bytes, headers: Mapping[str, str], *, key: str, delay: float
+    ) -> None:
+        await self.broker.publish(
+            body,
+            queue=retry_stream(self.config.service, delay),
+            persist=True,
+            mandatory=True,
+            headers={
+                **headers,
+                "aggregate-id": key,
+                RETRY_QUEUE_HEADER: service_queue(self.config.service, stream),
+            },
+        )
+
     async def publish_dead_letter(
         self, body: bytes, headers: Mapping[str, str], *, key: str = ""
     ) -> None:
@@ -224,4 +371,7 @@ class RabbitMQTransport:
         return await self.broker.ping(timeout=2.0)
 
     def asyncapi(self, title: str) -> dict[str, Any]:
-        return AsyncAPI(self.broker, title=title).to_specification().to_jsonable()
+        document: dict[str, Any] = (
+            AsyncAPI(self.broker, title=title).to_specification().to_jsonable()
+        )
+        return document

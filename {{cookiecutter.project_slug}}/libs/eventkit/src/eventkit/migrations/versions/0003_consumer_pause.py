@@ -1,0 +1,20 @@
+"""The pause a rebuild puts on live consumption, shared by every replica."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision, down_revision, branch_labels = "eventkit_0003", "eventkit_0002", None
+
+
+def upgrade() -> None:
+    pause = op.create_table(
+        "consumer_pause",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("paused_until", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.bulk_insert(pause, [{"id": 1, "paused_until": None}])
+
+
+def downgrade() -> None:
+    op.drop_table("consumer_pause")

@@ -1,0 +1,36 @@
+"""scripts/local.py: what `make dev` runs, and what local-up prints about the broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from contracts import ROSTER
+from scripts import local
+
+
+def test_dev_runs_each_service_once_under_the_reloader_watching_its_code_and_libs() -> None:
+    programs = {name: (command, env) for name, command, env in local.service_programs(1, True)}
+    assert sorted(programs) == sorted(ROSTER.names)
+    for name, (command, env) in programs.items():
+        assert command.endswith(f"scripts/local.py serve-reloading {name}")
+        assert env["PORT"] == str(local.port(name))
+        watched = local.reload_dirs(name)
+        assert local.ROOT / "services" / name / "src" in watched
+        assert {local.ROOT / "libs" / lib / "src" for lib in ("eventkit", "contracts")} <= set(
+            watched
+        )
+        assert all(path.is_dir() for path in watched)
+
+
+@pytest.mark.parametrize(
+    ("broker_url", "shown"),
+    [
+        ("127.0.0.1:19092,127.0.0.1:19093", "127.0.0.1:19092"),
+        ("scheme://someone:secret@broker.internal:5673/path", "broker.internal:5673"),
+    ],
+)
+def test_progress_lines_name_the_broker_without_its_credentials(
+    monkeypatch: pytest.MonkeyPatch, broker_url: str, shown: str
+) -> None:
+    monkeypatch.setenv("BROKER_URL", broker_url)
+    assert local.broker_address() == shown
