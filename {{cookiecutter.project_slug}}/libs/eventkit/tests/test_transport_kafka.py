@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from eventkit.db import Database
 from eventkit.inbox import ProcessedEvent
+from eventkit.roster import retry_stream
 from eventkit.settings import ServiceSettings
 from eventkit.testing import async_wait_until
 from eventkit.transports import Delivery
@@ -125,10 +126,11 @@ async def test_the_config_drives_the_consumer_the_producer_and_the_topics(kafka_
         return None
 
     kafka.subscribe(name, handler)
-    # The stream's subscriber, then one per retry delay, all in the service's group.
-    subscribers = kafka.broker.subscribers
-    assert len(subscribers) == 1 + len(config.retry_tiers)
-    assert {s.group_id for s in subscribers} == {f"group-{name}"}  # type: ignore[attr-defined]
+    # The stream's subscriber in the service's group, then one per retry delay, each in a
+    # group of its own named as its topic.
+    topics = [retry_stream(f"group-{name}", delay) for delay in config.retry_tiers]
+    groups = sorted(s.group_id for s in kafka.broker.subscribers)  # type: ignore[attr-defined]
+    assert groups == sorted([f"group-{name}", *topics])
     await kafka.start()
     try:
         producer = kafka.broker.config.broker_config.producer._producer.producer  # type: ignore[attr-defined]

@@ -59,7 +59,12 @@ class ServiceKit:
         self.migrations = migrations
         self.db = Database(settings.database_url)
         self.transport: Transport = transport or create_transport(settings)
-        self.relay = OutboxRelay(self.db, self.transport, settings.OUTBOX_POLL_SECONDS)
+        self.relay = OutboxRelay(
+            self.db,
+            self.transport,
+            settings.OUTBOX_POLL_SECONDS,
+            batch_size=settings.RELAY_BATCH_SIZE,
+        )
 
         def consumer(subs: Subscriptions | None, *, replay: bool = False) -> Consumer | None:
             if subs is None:

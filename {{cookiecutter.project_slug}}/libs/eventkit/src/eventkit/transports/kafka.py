@@ -121,6 +121,9 @@ class KafkaTransport:
                 topic = retry_stream(self.config.group_id, delay)
                 subscriber = self._batch_subscriber(
                     topic,
+                    # A group of its own (named as the topic): members of one group on
+                    # different topics rebalance together at every start.
+                    group_id=topic,
                     description=f"{self.config.group_id}'s events retried after {delay} s",
                     # The consumer waits up to `delay` for a batch to be due.
                     max_poll_interval_ms=max(300_000, int((delay + 60) * 1000)),
@@ -135,13 +138,13 @@ class KafkaTransport:
         """A batch subscriber of `topic` in this service's group, committing after each batch."""
         self._topics.append(topic)
         settings: dict[str, Any] = {
+            "group_id": self.config.group_id,
             "batch_timeout_ms": self.config.batch_timeout_ms,
             "fetch_max_wait_ms": self.config.fetch_max_wait_ms,
             **options,
         }
         return self.broker.subscriber(
             topic,
-            group_id=self.config.group_id,
             auto_offset_reset=self.config.auto_offset_reset,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             batch=True,
