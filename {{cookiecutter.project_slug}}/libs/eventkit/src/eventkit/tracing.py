@@ -113,6 +113,25 @@ def span(
         yield current
 
 
+def record(
+    name: str,
+    kind: SpanKind,
+    parent: Mapping[str, str],
+    start_ns: int,
+    end_ns: int,
+    attributes: Mapping[str, str] | None = None,
+) -> None:
+    """A finished span in the trace of `parent` headers, timed by the caller.
+
+    A batch of events belongs to as many traces as it has events: each gets its span,
+    timed as the batch that applied it.
+    """
+    started = tracer.start_span(
+        name, context=extract(parent), kind=kind, attributes=attributes, start_time=start_ns
+    )
+    started.end(end_time=end_ns)
+
+
 class JsonLinesExporter(SpanExporter):
     """Writes each finished span as one JSON object a line."""
 
