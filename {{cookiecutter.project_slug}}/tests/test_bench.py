@@ -9,7 +9,7 @@ import pytest
 from scripts.bench import cpu
 from scripts.bench.cli import phases, rates
 from scripts.bench.fanout import per_second
-from scripts.bench.report import percentile, summary_ms
+from scripts.bench.report import client_versions, percentile, summary_ms
 from scripts.bench.saturation import fell_behind, follow_every
 from scripts.bench.stack import counter
 
@@ -97,3 +97,9 @@ def test_programs_map_to_services() -> None:
     assert cpu.service_of("billing") == "billing"
     assert cpu.service_of("billing-2") == "billing"
     assert cpu.service_of("broker") is None
+
+
+def test_the_report_names_faststream_and_the_broker_client_it_runs_on() -> None:
+    versions = client_versions()
+    assert versions.pop("faststream")
+    assert len(versions) == 1 and all(versions.values()), versions  # this bake's one broker

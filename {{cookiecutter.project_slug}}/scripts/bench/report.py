@@ -35,7 +35,12 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
 def client_versions() -> dict[str, str]:
     """FastStream and the broker client it runs on, as installed."""
     versions = {"faststream": importlib.metadata.version("faststream")}
-    requires = importlib.metadata.requires("eventkit") or []
+    # eventkit's distribution is named for the project (<project>-eventkit)
+    requires = next(
+        dist.requires or []
+        for dist in importlib.metadata.distributions()
+        if dist.metadata["Name"].endswith("-eventkit")
+    )
     extras = {
         extra
         for requirement in requires
