@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from eventkit.db import Database
-from eventkit.testing import running
+from eventkit.testing import running, under_test
 from eventkit.transports.memory import MemoryTransport
 
 POSTGRES = os.environ.get("TEST_POSTGRES_URL")
@@ -61,6 +61,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """The `app` fixture of the service under test, running, with an HTTP client for it."""
-    async with running(app) as http:
+    """The `app` fixture of the service under test, running (its broker under FastStream's
+    test broker), with an HTTP client for it."""
+    async with under_test(app.state.kit.transport), running(app) as http:
         yield http

@@ -3,9 +3,16 @@ from fastapi import FastAPI
 
 from billing_service.main import create_app
 from billing_service.settings import Settings
-from eventkit.transports.memory import MemoryTransport
+from eventkit.transports import Transport
 
 
 @pytest.fixture
-def app(database_url: str, transport: MemoryTransport) -> FastAPI:
-    return create_app(Settings(DATABASE_URL=database_url), transport=transport)
+def app(database_url: str) -> FastAPI:
+    """The service on this project's broker: `client` runs it under FastStream's test broker."""
+    return create_app(Settings(DATABASE_URL=database_url))
+
+
+@pytest.fixture
+def transport(app: FastAPI) -> Transport:
+    transport: Transport = app.state.kit.transport
+    return transport

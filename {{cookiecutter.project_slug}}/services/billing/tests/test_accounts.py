@@ -1,9 +1,13 @@
-"""Billing's accounts read model, fed user events through the in-process transport."""
+"""Billing's accounts read model, fed user events through FastStream's test broker."""
 
 import httpx
 
+from billing_service.main import create_app
+from billing_service.settings import Settings
 from contracts.testing import deliver
 from eventkit import Envelope, new_event
+from eventkit.testing import running
+from eventkit.transports import Transport
 from eventkit.transports.memory import MemoryTransport
 
 
@@ -13,7 +17,7 @@ def created(user_id: str = "u1") -> Envelope:
 
 
 async def test_an_account_appears_once_its_user_is_created(
-    client: httpx.AsyncClient, transport: MemoryTransport
+    client: httpx.AsyncClient, transport: Transport
 ) -> None:
     assert (await client.get("/accounts/u1")).status_code == 404
     await deliver(transport, created())
@@ -29,7 +33,7 @@ async def test_an_account_appears_once_its_user_is_created(
 
 
 async def test_email_and_status_follow_the_user(
-    client: httpx.AsyncClient, transport: MemoryTransport
+    client: httpx.AsyncClient, transport: Transport
 ) -> None:
     await deliver(transport, created())
     await deliver(
@@ -42,7 +46,7 @@ async def test_email_and_status_follow_the_user(
 
 
 async def test_a_duplicate_user_created_changes_nothing(
-    client: httpx.AsyncClient, transport: MemoryTransport
+    client: httpx.AsyncClient, transport: Transport
 ) -> None:
     event = created()
     await deliver(transport, event)
@@ -51,7 +55,7 @@ async def test_a_duplicate_user_created_changes_nothing(
 
 
 async def test_a_version_1_user_created_is_upcast_and_applied(
-    client: httpx.AsyncClient, transport: MemoryTransport
+    client: httpx.AsyncClient, transport: Transport
 ) -> None:
     v1 = new_event(
         "UserCreated", {"user_id": "old", "name": "Ada", "email": "a@x.io"}, source="user"
@@ -61,11 +65,12 @@ async def test_a_version_1_user_created_is_upcast_and_applied(
     assert (await client.get("/accounts/old")).json()["email"] == "a@x.io"
 
 
-async def test_a_consumer_is_not_ready_while_its_broker_is_down(
-    client: httpx.AsyncClient, transport: MemoryTransport
-) -> None:
-    await transport.stop()
-    response = await client.get("/ready")
+async def test_a_consumer_is_not_ready_while_its_broker_is_down(database_url: str) -> None:
+    transport = MemoryTransport()  # one whose broker can go down
+    app = create_app(Settings(DATABASE_URL=database_url), transport=transport)
+    async with running(app) as client:
+        await transport.stop()
+        response = await client.get("/ready")
     assert response.status_code == 503
     body = response.json()
     assert (body["failed"], body["broker"], body["database"]) == (["broker"], "down", "up")

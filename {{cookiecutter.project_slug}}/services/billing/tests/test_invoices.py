@@ -3,11 +3,26 @@
 from decimal import Decimal
 
 import httpx
+import pytest
+from fastapi import FastAPI
 
+from billing_service.main import create_app
+from billing_service.settings import Settings
 from contracts.testing import deliver
 from eventkit import Envelope, new_event
 from eventkit.testing import async_wait_until
 from eventkit.transports.memory import MemoryTransport
+
+
+@pytest.fixture
+def transport() -> MemoryTransport:
+    """The in-process transport: its `published` shows what the relay sent."""
+    return MemoryTransport()
+
+
+@pytest.fixture
+def app(database_url: str, transport: MemoryTransport) -> FastAPI:
+    return create_app(Settings(DATABASE_URL=database_url), transport=transport)
 
 
 async def open_account(transport: MemoryTransport, user_id: str = "u1") -> None:

@@ -1,10 +1,10 @@
-"""Notification's read model, fed events through the in-process transport."""
+"""Notification's read model, fed events through FastStream's test broker."""
 
 import httpx
 
 from contracts.testing import deliver
 from eventkit import new_event
-from eventkit.transports.memory import MemoryTransport
+from eventkit.transports import Transport
 
 
 async def sent_to(client: httpx.AsyncClient, user_id: str) -> list[tuple[str, str]]:
@@ -12,9 +12,7 @@ async def sent_to(client: httpx.AsyncClient, user_id: str) -> list[tuple[str, st
     return [(n["kind"], n["recipient"]) for n in sent]
 
 
-async def test_a_new_user_gets_one_welcome(
-    client: httpx.AsyncClient, transport: MemoryTransport
-) -> None:
+async def test_a_new_user_gets_one_welcome(client: httpx.AsyncClient, transport: Transport) -> None:
     event = new_event(
         "UserCreated", {"user_id": "u1", "name": "Ada", "email": "ada@example.com"}, source="user"
     )
@@ -30,7 +28,7 @@ async def test_a_new_user_gets_one_welcome(
 
 
 async def test_every_kind_goes_to_the_current_address(
-    client: httpx.AsyncClient, transport: MemoryTransport
+    client: httpx.AsyncClient, transport: Transport
 ) -> None:
     user = {"user_id": "u1", "name": "Ada", "email": "ada@example.com"}
     await deliver(transport, new_event("UserCreated", user, source="user"))
@@ -52,9 +50,7 @@ async def test_every_kind_goes_to_the_current_address(
     ]
 
 
-async def test_notifications_come_in_pages(
-    client: httpx.AsyncClient, transport: MemoryTransport
-) -> None:
+async def test_notifications_come_in_pages(client: httpx.AsyncClient, transport: Transport) -> None:
     for n in range(5):
         data = {"user_id": f"p{n}", "name": "P", "email": f"p{n}@example.com"}
         await deliver(transport, new_event("UserCreated", data, source="user"))

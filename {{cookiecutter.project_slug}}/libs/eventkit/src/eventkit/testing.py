@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TypeVar
 
 import httpx
@@ -62,6 +63,16 @@ async def running(app: FastAPI, timeout: float = 10.0) -> AsyncIterator[httpx.As
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
+
+
+def under_test(transport: Transport) -> AbstractAsyncContextManager[object]:
+    """FastStream's test broker (TestKafkaBroker, TestRabbitBroker) for a broker's transport:
+    what is published goes through the real subscribers and handlers, with no broker
+    process. The in-process transport needs none."""
+    broker_under_test: Callable[[], AbstractAsyncContextManager[None]] | None = getattr(
+        transport, "under_test", None
+    )
+    return broker_under_test() if broker_under_test else contextlib.nullcontext()
 
 
 async def deliver(transport: Transport, stream: str, event: Envelope) -> None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
 from faststream.message import StreamMessage
 from faststream.specification import AsyncAPI
 
@@ -104,6 +104,7 @@ class KafkaTransport:
         )
         self._topics: list[str] = [config.dead_letters]
         self._handlers: dict[str, BatchHandler] = {}
+        self._creates_topics = True
 
     def subscribe(
         self,
@@ -184,8 +185,20 @@ class KafkaTransport:
         )
 
     async def start(self) -> None:
-        await self.ensure_topics()
+        if self._creates_topics:
+            await self.ensure_topics()
         await self.broker.start()
+
+    @contextlib.asynccontextmanager
+    async def under_test(self) -> AsyncIterator[None]:
+        """FastStream's TestKafkaBroker in place of the connection, for unit tests: what is
+        published goes through the real subscribers and handlers, with no broker process."""
+        self._creates_topics = False
+        try:
+            async with TestKafkaBroker(self.broker, connect_only=True):
+                yield
+        finally:
+            self._creates_topics = True
 
     async def recover(self) -> None:
         """After an outage: a broker that lost its topics gets them back with our partitions."""

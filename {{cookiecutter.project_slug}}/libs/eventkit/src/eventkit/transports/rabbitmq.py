@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from faststream.rabbit import (
     RabbitExchange,
     RabbitMessage,
     RabbitQueue,
+    TestRabbitBroker,
 )
 from faststream.specification import AsyncAPI
 
@@ -185,6 +186,7 @@ class RabbitMQTransport:
         self._readers: list[tuple[str, str]] = []
         # this service's queues, which take their retries back from the retry exchange
         self._retry_bindings: list[RabbitQueue] = []
+        self._declares = True
 
     def _channel(self) -> Channel:
         # A publish no queue takes comes back as an error (mandatory), so the relay keeps
@@ -246,6 +248,22 @@ class RabbitMQTransport:
 
     async def start(self) -> None:
         await self.broker.start()
+        if self._declares:
+            await self._declare()
+
+    @contextlib.asynccontextmanager
+    async def under_test(self) -> AsyncIterator[None]:
+        """FastStream's TestRabbitBroker in place of the connection, for unit tests: what is
+        published goes through the real subscribers and handlers, with no broker process."""
+        self._declares = False
+        try:
+            async with TestRabbitBroker(self.broker, connect_only=True):
+                yield
+        finally:
+            self._declares = True
+
+    async def _declare(self) -> None:
+        """The exchanges, queues and bindings this service publishes to and reads from."""
         # Declare the exchanges up front so publishing never races a consumer.
         for stream in self._streams:
             await self.broker.declare_exchange(stream_exchange(stream))
