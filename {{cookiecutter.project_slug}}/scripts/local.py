@@ -445,6 +445,8 @@ def serve_reloading(service: str) -> int:
     process and starts a new one when a watched file changes."""
     import uvicorn
 
+    from eventkit.runner import KEEP_ALIVE_SECONDS
+
     settings = importlib.import_module(f"{service}_service.settings").Settings()
     uvicorn.run(
         f"{service}_service.main:create_app",
@@ -454,6 +456,7 @@ def serve_reloading(service: str) -> int:
         reload=True,
         reload_dirs=[str(d) for d in reload_dirs(service)],
         log_config=None,  # the app writes JSON logs of its own (eventkit.logs)
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     return 0
 
