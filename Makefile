@@ -21,7 +21,8 @@ $(INSTALLED): requirements-dev.lock
 	@echo "install: the template's dev tools into $(VENV), from requirements-dev.lock"
 	@$(PYTHON) -m venv $(VENV)
 	@sed -n '/^uv==/,/[^\\]$$/p' requirements-dev.lock > $(VENV)/uv-requirement.txt
-	@$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(VENV)/uv-requirement.txt
+	@# -qq: errors only; a pip config's extra index without uv would warn (it is not needed)
+	@$(PY) -m pip install -qq --disable-pip-version-check --require-hashes --no-deps -r $(VENV)/uv-requirement.txt
 	@$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements-dev.lock
 	@touch $(INSTALLED)
 
