@@ -6,6 +6,7 @@ import ast
 import importlib.util
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -71,10 +72,22 @@ def summary_line(output: str) -> str:
     return lines[-1]
 
 
-def free_port() -> int:
+def bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """A free port below the kernel's ephemeral range (32768 up), so no outgoing connection
+    takes it before the service binds it; its replica's port (+100) is free too."""
+    while True:
+        port = random.randrange(20000, 32600)
+        if bindable(port) and bindable(port + 100):
+            return port
 
 
 def roster_names(project: Path) -> list[str]:
