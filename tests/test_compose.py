@@ -114,8 +114,26 @@ def test_every_container_has_a_healthcheck_and_dependents_wait_for_health(baked:
             assert condition["condition"] == "service_healthy", f"{name} -> {dependency}"
     broker = broker_of(baked)
     for name in SERVICES:
-        assert {broker, "postgres"} <= set(services[name]["depends_on"]), name
+        # Jaeger too: `make e2e-compose` on a stopped stack starts what the services need.
+        assert {broker, "postgres", "jaeger"} <= set(services[name]["depends_on"]), name
     assert "mailpit" in services["notification"]["depends_on"]
+
+
+def test_every_service_runs_under_an_init_that_passes_the_stop_signal_on(baked: Path) -> None:
+    services = compose_config(baked)["services"]
+    for name in SERVICES:
+        assert services[name].get("init") is True, name
+
+
+def test_rabbitmq_keeps_its_node_name_when_its_container_is_recreated(baked: Path) -> None:
+    """RabbitMQ keeps its data under the node name, rabbit@<hostname>: without a fixed
+    hostname a recreated container (make down, make up) starts on an empty data folder."""
+    if broker_of(baked) != "rabbitmq":
+        assert "rabbitmq" not in compose_config(baked)["services"]
+        return
+    rabbitmq = compose_config(baked)["services"]["rabbitmq"]
+    assert rabbitmq.get("hostname") == "rabbitmq"
+    assert any(v["target"] == "/var/lib/rabbitmq" for v in rabbitmq["volumes"])
 
 
 def test_compose_volumes_are_named_and_mounted_files_exist(baked: Path) -> None:
@@ -339,8 +357,8 @@ def test_the_backlog_panel_reads_the_metric_that_prometheus_scrapes(baked: Path)
     [panel] = [p for p in dashboard["panels"] if p["title"] == "Backlog per subscriber"]
     expressions = " ".join(t["expr"] for t in panel["targets"])
     if broker == "kafka":
-        # A consumer group per service (GROUP_ID unset: the service's name): lag per group.
-        assert 'consumergroup=~"$service"' in expressions
+        # A consumer group per stream a service reads (<service>.<stream>): lag per group.
+        assert 'consumergroup=~"$service[.].+"' in expressions
         assert "kafka_consumergroup_lag" in expressions
         assert (host, port) == ("kafka-exporter", "9308")
         exporter = services["kafka-exporter"]

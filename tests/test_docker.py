@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import shlex
+import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from conftest import (
     PYTHON_VERSION,
     SERVICES,
     bake,
+    clean_env,
     compose,
     compose_config,
     http_routes,
@@ -150,6 +155,13 @@ def test_every_dockerfile_passes_hadolint(baked: Path) -> None:
         for line in (baked / dockerfile).read_text().splitlines():
             if "hadolint ignore=" in line:
                 assert re.search(r"hadolint ignore=[\w,]+\s+\S", line), f"no reason: {line}"
+
+
+def test_the_dockerfile_needs_no_registry_for_its_frontend(baked: Path) -> None:
+    """A `# syntax=` directive makes BuildKit pull a frontend image before it reads the file:
+    with no registry (offline, air-gapped), every build fails on it."""
+    first = (baked / "Dockerfile").read_text().splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", first, re.IGNORECASE), first
 
 
 def test_dockerfile_stages_build_on_the_chosen_python(baked: Path) -> None:
@@ -334,3 +346,81 @@ def test_an_awkward_project_name_still_gives_docker_image_names(tmp_path: Path) 
         assert IMAGE_NAME.fullmatch(name), f"{where}: {name!r} is not a Docker image name"
         assert name.split("/")[0] == image_prefix_rule(project)(slug), where
     assert compose(project, "--profile", "*", "config", "--quiet").returncode == 0
+
+
+# --- the install steps, replayed without an engine ------------------------------------------
+
+
+def stage_environment(steps: list[tuple[str, str]], replace: dict[str, str]) -> dict[str, str]:
+    """The ENV values of `steps` (KEY=value pairs, `$PATH` expanded against ours), with the
+    image's paths replaced by ours."""
+    environment: dict[str, str] = {}
+    for kind, arguments in steps:
+        if kind != "ENV":
+            continue
+        for pair in shlex.split(arguments):
+            key, value = pair.split("=", 1)
+            for image_path, ours in replace.items():
+                value = value.replace(image_path, ours)
+            environment[key] = value.replace("$PATH", os.environ["PATH"])
+    return environment
+
+
+def test_a_service_image_runs_without_the_source_tree_it_was_built_from(
+    baked: Path, tmp_path: Path
+) -> None:
+    """The service stages' install steps (RUN, as the Dockerfile writes them) replayed into a
+    scratch virtualenv from a copy of what they COPY; then the copy is deleted, as the runtime
+    stage has no /src, and every package still imports. An editable install (a .pth file
+    pointing into /src) fails here."""
+    all_stages = stages(baked)
+    # The stages that fill the virtualenv the service stage copies (its `COPY --from`).
+    (source_stage,) = re.findall(r"--from=(\S+) /opt/venv", str(all_stages["service"]))
+    steps = [s for s in build_steps(all_stages, source_stage) if s[0] in ("ENV", "RUN", "COPY")]
+    uv_stage = set(all_stages["uv"])  # pip installs uv there; the template's own uv stands in
+    source, venv = tmp_path / "src", tmp_path / "venv"
+    replace = {"/opt/venv": str(venv), "/src": str(source)}
+    services = list(roster_of(baked))
+    for service in services:
+        for path in copied(baked, steps, service):
+            target = source / path
+            if (baked / path).is_dir():
+                shutil.copytree(baked / path, target, dirs_exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(baked / path, target)
+    env = clean_env() | stage_environment(steps, replace)
+    env["PATH"] = f"{venv / 'bin'}:{Path(tool('uv')).parent}:{env['PATH']}"
+    env.pop("PYTHONPATH", None)
+    ran: set[str] = set()  # the libs' steps once; a service's steps for each service
+    for service in services:
+        for kind, arguments in steps:
+            if kind != "RUN" or (kind, arguments) in uv_stage:
+                continue
+            command = re.sub(r"^(--mount=\S+\s+)+", "", arguments).replace("${SERVICE}", service)
+            for image_path, ours in replace.items():
+                command = command.replace(image_path, ours)
+            command = re.sub(r"^python ", f"{sys.executable} ", command)
+            if command in ran:
+                continue
+            # Only the steps that install, never one that would change this machine.
+            assert re.match(r"(uv pip install|\S*python -m venv|test -n) ", command), command
+            ran.add(command)
+            result = subprocess.run(
+                ["sh", "-c", command],
+                cwd=source,
+                env=env | {"SERVICE": service},  # the build argument
+                capture_output=True,
+                text=True,
+            )
+            assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    shutil.rmtree(source)
+    packages = ["eventkit", "contracts", *(f"{name}_service.main" for name in services)]
+    imported = subprocess.run(
+        [str(venv / "bin/python"), "-c", f"import {', '.join(packages)}"],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert imported.returncode == 0, imported.stderr[-3000:]
