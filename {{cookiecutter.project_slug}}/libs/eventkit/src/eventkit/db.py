@@ -12,6 +12,8 @@ from pathlib import Path
 from sqlalchemy import DateTime, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -21,6 +23,69 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from eventkit.settings import default
+
+# Names of driver errors that mean the server went away (asyncpg's, without importing it).
+LOST_SERVER = {
+    "PostgresConnectionError",
+    "ConnectionDoesNotExistError",
+    "CannotConnectNowError",
+    "TooManyConnectionsError",
+    "AdminShutdownError",
+    "CrashShutdownError",
+    "QueryCanceledError",
+}
+# SQLSTATE classes that say the same in any PostgreSQL driver: a connection exception, too
+# few resources (too many connections), an operator's intervention (shutting down,
+# starting up, a statement cancelled at the timeout), a system error (I/O).
+UNAVAILABLE_SQLSTATES = ("08", "53", "57", "58")
+# What is said in words only: SQLite's busy timeout ran out, its file is gone, its disk
+# fails; a PostgreSQL database closed to connections (SQLSTATE 55000, a broad class).
+UNAVAILABLE_MESSAGES = (
+    "database is locked",
+    "unable to open database",
+    "disk i/o error",
+    "is not currently accepting connections",
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc`, or what caused it, says the database did not answer (down, restarting,
+    refusing connections, its pool exhausted, a statement past the command timeout) rather
+    than that the statement was wrong.
+
+    The one classification of it: the consumer waits and has the batch delivered again
+    instead of spending a retry, and an HTTP route answers 503 with Retry-After instead of
+    500. (Two lists of it drifted apart: a database closed to connections raises a bare
+    DBAPIError, which the routes answered with 500.)
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError | PoolTimeout):  # refused, reset, timed out
+            return True
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return True
+        if LOST_SERVER & {cls.__name__ for cls in type(error).__mro__}:
+            return True
+        sqlstate = getattr(error, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES):
+            return True
+        message = str(error).lower()
+        if any(words in message for words in UNAVAILABLE_MESSAGES):
+            return True
+        orig = getattr(error, "orig", None)
+        pending += [
+            error.__cause__,
+            error.__context__,
+            orig if isinstance(orig, BaseException) else None,
+        ]
+    return False
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -47,18 +112,31 @@ class Base(DeclarativeBase):
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self, url: str, command_timeout: float = default("DATABASE_COMMAND_TIMEOUT_SECONDS")
+    ) -> None:
+        """`command_timeout`: the longest a statement may wait or run before it fails (a
+        lock held elsewhere, a server that stops answering), so nothing waits for ever."""
         self.url = make_url(url)
         connect_args: dict[str, object] = {}
-        if self.url.get_backend_name() == "sqlite":
+        sqlite = self.url.get_backend_name() == "sqlite"
+        if sqlite:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-            connect_args["timeout"] = 30
+            connect_args["timeout"] = command_timeout  # how long it waits for a lock
+        elif self.url.get_dialect().driver == "asyncpg":
+            connect_args["command_timeout"] = command_timeout
         # hide_parameters: errors and logs never show the values (emails, names) of a statement.
+        # pool_pre_ping: a pooled connection that a server restart or an outage closed is
+        # replaced as it is checked out, so the first use after the server is back does not
+        # fail (a rebuild asked for then answered 503). SQLite's file has nothing to close.
         self.engine: AsyncEngine = create_async_engine(
-            self.url, connect_args=connect_args, hide_parameters=True
+            self.url,
+            connect_args=connect_args,
+            hide_parameters=True,
+            pool_pre_ping=not sqlite,
         )
-        if self.url.get_backend_name() == "sqlite":
+        if sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
@@ -128,8 +206,12 @@ class Leadership:
         return False
 
     async def release(self) -> None:
+        """Give up the lead. The lock's connection is closed, not handed back to the pool: a
+        pooled session would go on holding the lock, and no replica could take the lead."""
         if self._connection is not None:
             connection, self._connection = self._connection, None
+            with contextlib.suppress(Exception):
+                await connection.invalidate()
             with contextlib.suppress(Exception):
                 await connection.close()
 

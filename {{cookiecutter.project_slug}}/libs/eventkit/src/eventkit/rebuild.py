@@ -1,6 +1,8 @@
 """Rebuild a read model: empty it and its inbox, then replay the publishers' event feeds.
 
-Live consumption pauses meanwhile on every replica (eventkit.pause). Each feed is read a
+Live consumption pauses meanwhile on every replica (eventkit.pause); a rebuild that fails
+midway keeps it paused, and the read routes answering 503 with the reason, until a
+rebuild succeeds, so a partial read model is never served or built upon. Each feed is read a
 page at a time in its publisher's order, which is each aggregate's sequence order, and
 the feeds are merged by timestamp, the order the events were produced in, so the rebuilt
 model equals the live one. Only one page per feed is held in memory.
@@ -8,6 +10,7 @@ model equals the live one. Only one page per feed is held in memory.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 from collections.abc import AsyncIterator
@@ -26,6 +29,10 @@ PAGE_SIZE = 500
 
 class RebuildRunning(Exception):
     """Another replica is rebuilding this service's read model."""
+
+
+class RebuildFailed(Exception):
+    """The rebuild stopped midway; its message is the reason the read routes give."""
 
 
 async def feed_pages(
@@ -72,12 +79,28 @@ async def rebuild(
     read_models: list[Any],
     feed_urls: dict[str, str],
     token: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> dict[str, int]:
-    """Returns how many events were replayed per stream."""
+    """Returns how many events were replayed per stream.
+
+    RebuildRunning if another rebuild holds the pause; LeaseLost if another took it over
+    midway (this one stops and leaves that one's pause alone); RebuildFailed, with the
+    reason, if it fails midway: the pause then stays on, and the read routes answer 503,
+    until a rebuild succeeds (pause.py).
+
+    `transport`: how the feeds are reached; None: the network (the pipeline simulation
+    gives an in-process one).
+    """
     db = replay.db
+    holder = pause.new_holder()
     counts = dict.fromkeys(feed_urls, 0)
+
+    async def apply(stream: str, batch: list[tuple[bytes, dict[str, str]]]) -> None:
+        await pause.renew(db, holder)  # before it writes: a lost lease writes nothing
+        await replay.handle_batch(stream, batch)
+
     async with live.gate.closed():  # this process: no batch in flight, none starts
-        if not await pause.hold(db, renew=False):  # the other replicas: the same
+        if not await pause.take(db, holder):  # the other replicas: the same
             raise RebuildRunning("a rebuild is already running on another replica")
         try:
             async with db.transaction() as session:
@@ -86,19 +109,34 @@ async def rebuild(
                 await session.execute(delete(ProcessedEvent))
                 await session.execute(delete(AggregatePosition))
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            async with httpx.AsyncClient(timeout=30, headers=headers) as client:
+            client = httpx.AsyncClient(timeout=30, headers=headers, transport=transport)
+            async with client:
                 batch: list[tuple[bytes, dict[str, str]]] = []
                 batch_stream = ""
                 async for stream, event in merged(client, feed_urls):
                     if batch and (stream != batch_stream or len(batch) >= PAGE_SIZE):
-                        await replay.handle_batch(batch_stream, batch)
-                        await pause.hold(db, renew=True)
+                        await apply(batch_stream, batch)
                         batch = []
                     batch_stream = stream
                     batch.append((json.dumps(event).encode(), {}))
                     counts[stream] += 1
                 if batch:
-                    await replay.handle_batch(batch_stream, batch)
-        finally:
-            await pause.release(db)
+                    await apply(batch_stream, batch)
+        except pause.LeaseLost:
+            raise
+        except Exception as exc:  # (cancelled: the reason `take` recorded stays)
+            reason = f"the rebuild by {holder} failed: {_reason(exc)}"
+            await pause.release(db, holder, failure=reason)
+            raise RebuildFailed(reason) from exc
+        await pause.release(db, holder)
     return counts
+
+
+def _reason(exc: Exception) -> str:
+    """What an operator needs: the error and, for a feed, the address that failed."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"{exc.request.url} answered {exc.response.status_code}"
+    if isinstance(exc, httpx.RequestError):
+        with contextlib.suppress(RuntimeError):  # an error made without its request
+            return f"{exc.request.url} did not answer ({exc!r})"
+    return repr(exc)[:500]
