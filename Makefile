@@ -29,8 +29,10 @@ $(INSTALLED): requirements-dev.lock
 demo: $(INSTALLED) ## bake the default project into build/demo, run it without Docker, show one event fan out
 	PY=$(PY) bash scripts/demo.sh
 
+# Three workers side by side (pytest-xdist): much of the suite waits on brokers and
+# containers; each broker's compose stack keeps to one worker (tests/conftest.py).
 test: $(INSTALLED) ## the template's whole test suite: every option baked, linted and run
-	$(PY) -m pytest
+	$(PY) -m pytest -n 3
 
 bake: $(INSTALLED) ## bake a project: make bake BROKER=kafka|rabbitmq NAME=my_project [OUT=build]
 	$(VENV)/bin/cookiecutter --no-input --overwrite-if-exists . -o $(OUT) broker=$(BROKER) project_slug=$(NAME) project_name=$(NAME)

@@ -1,12 +1,18 @@
-"""Delete the broker adapter (and its tests and scripts) that the project does not use, and
-keep the chosen broker's lock as requirements.lock.
+"""Delete the broker adapter (and its tests and scripts) that the project does not use, keep
+the chosen broker's lock as requirements.lock, and make the project a git repository.
 
 Both brokers' files sit side by side in the template under their own names; nothing else is
 renamed, so the template's Python imports and lints where it stands. The locks differ by
 broker (faststream's extra, the embedded Kafka broker), so each broker has its own.
+
+The README's first steps (`pre-commit install`, cruft) need a repository; `git init` makes an
+empty one and commits nothing, so the first commit stays the user's. A project generated
+inside a repository already, or where git is missing, is left as it is.
 """
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 BROKER = {{cookiecutter.broker | tojson}}
@@ -20,6 +26,7 @@ PER_BROKER = [
     "scripts/bench/ceiling_{broker}.py",
     "infra/grafana/dashboards/backlog_{broker}.json",
     "tests/faults/test_broker_restart_{broker}.py",  # RabbitMQ only: tansu keeps topics in memory
+    "tests/simulation/broker_{broker}.py",  # the simulated broker's model of it
 ]
 LOCK = "requirements-{broker}.lock"  # third-party pins with hashes (make lock writes them)
 
@@ -32,6 +39,21 @@ def main() -> None:
     (root / LOCK.format(broker=BROKER)).rename(root / "requirements.lock")
     for leftover in root.rglob("__pycache__"):
         shutil.rmtree(leftover, ignore_errors=True)
+    git_init(root)
+
+
+def git_init(root: Path) -> None:
+    git = shutil.which("git")
+    if git is None:
+        return
+    inside = subprocess.run(
+        [git, "rev-parse", "--is-inside-work-tree"], cwd=root, capture_output=True, text=True
+    )
+    if inside.returncode == 0:  # inside a repository already
+        return
+    init = subprocess.run([git, "init", "--quiet"], cwd=root, capture_output=True, text=True)
+    if init.returncode != 0:  # the project is whole without it: say so, do not fail
+        print(f"git init failed ({init.stderr.strip()}); run it yourself", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,30 @@ def local_stack_env(
     return env | {"BROKER_URL": broker_url, "DATABASE_URL": database}
 
 
+# `make test` runs the suite in workers side by side (pytest-xdist's -n). Each test goes to
+# any worker, but a class's tests that share a class-scoped parameter (one broker's compose
+# stack) stay together on one worker; the slow ones are handed out first.
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneStackPerWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path, _, rest = nodeid.partition("::")
+            test_class, _, test = rest.rpartition("::")
+            if not test_class:
+                return nodeid  # a function: alone
+            return f"{path}::{test_class}[{test.partition('[')[2]}"
+
+    return OneStackPerWorker(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def project_for(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, bool], Path]:
     """Bakes (and, asked to, installs) one project per broker for the whole session."""

@@ -7,6 +7,7 @@ postgresql+asyncpg://postgres@127.0.0.1:5432/postgres).
 
 from __future__ import annotations
 
+import importlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from eventkit.db import Database
 from eventkit.testing import running, under_test
-from eventkit.transports.memory import MemoryTransport
+from eventkit.transports import Transport
 
 POSTGRES = os.environ.get("TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"] if POSTGRES else ["sqlite"]
@@ -44,10 +45,31 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         await admin.dispose()
 
 
+def service_under_test(test_file: Path) -> str:
+    """The service whose tests these are: `<name>` of the services/<name>/ they are in."""
+    parts = test_file.parts
+    if "services" not in parts:
+        raise LookupError(f"{test_file} is not a service's test: build the app it needs there")
+    return parts[parts.index("services") + 1]
+
+
 @pytest.fixture
-def transport() -> MemoryTransport:
-    """The broker stand-in for a service's unit tests (real brokers: eventkit's and e2e tests)."""
-    return MemoryTransport()
+def app(request: pytest.FixtureRequest, database_url: str) -> FastAPI:
+    """The service under test on this project's broker adapter; `client` runs it under
+    FastStream's test broker. A test that needs the in-process transport instead (to read
+    what was published) overrides this and `transport`, and says why."""
+    package = f"{service_under_test(request.path)}_service"
+    main = importlib.import_module(f"{package}.main")
+    settings = importlib.import_module(f"{package}.settings")
+    service: FastAPI = main.create_app(settings.Settings(DATABASE_URL=database_url))
+    return service
+
+
+@pytest.fixture
+def transport(app: FastAPI) -> Transport:
+    """What the service under test publishes and subscribes through: `deliver` to it."""
+    adapter: Transport = app.state.kit.transport
+    return adapter
 
 
 @pytest.fixture

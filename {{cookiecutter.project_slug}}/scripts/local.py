@@ -29,12 +29,14 @@ while `up`'s stack runs, since both take the same ports and databases.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -52,9 +54,12 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 LOGS = VAR / "log"
 CONF = VAR / "supervisord.conf"
-READY_TIMEOUT = float(os.environ.get("READY_TIMEOUT", "90"))
+# A Kafka consumer joins its groups one after another (about 3 s each on the embedded
+# broker), and a loaded machine stretches that: the wait ends as soon as all are ready.
+READY_TIMEOUT = float(os.environ.get("READY_TIMEOUT", "180"))
 REPLICA_PORT_STEP = 100
 STOP_TIMEOUT = 15.0  # how long `dev` lets a program stop before it kills it
+STOP_WAIT_SECONDS = 10  # how long supervisord lets a program stop before it kills it
 
 # A program to run: its name, its command line and the environment it adds.
 Program = tuple[str, str, dict[str, str]]
@@ -162,7 +167,7 @@ def program(name: str, command: str, environment: dict[str, str]) -> str:
         "startsecs=1",
         "stopasgroup=true",
         "killasgroup=true",
-        "stopwaitsecs=10",
+        f"stopwaitsecs={STOP_WAIT_SECONDS}",
         "redirect_stderr=true",
         f"stdout_logfile={LOGS / name}.log",
         "stdout_logfile_maxbytes=10MB",
@@ -179,18 +184,29 @@ def configured_section(name: str) -> str | None:
     return next((s for s in sections if s.startswith(f"[program:{name}]\n")), None)
 
 
+def control_socket(var: Path = VAR) -> Path:
+    """supervisord's socket: in var/, unless that path is too long for a Unix socket (about
+    100 bytes; a project deep in the file system), then in the temporary folder, named
+    after var/'s path."""
+    socket = var / "supervisor.sock"
+    if len(os.fsencode(socket)) <= 100:
+        return socket
+    digest = hashlib.blake2b(os.fsencode(var), digest_size=6).hexdigest()
+    return Path(tempfile.gettempdir()) / f"supervisor-{digest}.sock"
+
+
 def write_config(programs: list[Program], kept: list[str]) -> None:
     """supervisord's config: `programs`, and the sections `kept` from the running config."""
     sections = kept + [program(*spec) for spec in programs]
     CONF.write_text(
         "\n\n".join(
             [
-                f"[unix_http_server]\nfile={VAR / 'supervisor.sock'}",
+                f"[unix_http_server]\nfile={control_socket()}",
                 f"[supervisord]\nlogfile={LOGS / 'supervisord.log'}\n"
                 f"pidfile={VAR / 'supervisord.pid'}\ndirectory={ROOT}\nnodaemon=false",
                 "[rpcinterface:supervisor]\n"
                 "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-                f"[supervisorctl]\nserverurl=unix://{VAR / 'supervisor.sock'}",
+                f"[supervisorctl]\nserverurl=unix://{control_socket()}",
                 *sections,
             ]
         )
@@ -310,7 +326,9 @@ def down() -> int:
         return 0
     pid = int(ctl("pid").stdout.strip())
     ctl("shutdown")
-    deadline = time.monotonic() + 30
+    # supervisord stops its programs one after another, each given STOP_WAIT_SECONDS.
+    wait = 10 + STOP_WAIT_SECONDS * CONF.read_text().count("[program:")
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
@@ -318,14 +336,14 @@ def down() -> int:
             print("local stack stopped")
             return 0
         time.sleep(0.2)
-    print(f"local-down: supervisord (pid {pid}) did not stop within 30s", file=sys.stderr)
+    print(f"local-down: supervisord (pid {pid}) did not stop within {wait}s", file=sys.stderr)
     return 1
 
 
 def status() -> int:
-    if not supervisord_running():
-        print("local stack is not running")
-        return 3
+    if not supervisord_running():  # an answer, not a failure: make would call it an error
+        print("local stack is not running (make local-up starts it)")
+        return 0
     print(ctl("status").stdout, end="")
     return 0
 

@@ -17,6 +17,12 @@ from pathlib import Path
 from eventkit.settings import LOCAL_BROKER_URLS
 
 DEFAULT_URL = LOCAL_BROKER_URLS["kafka"]
+
+# What a service added later gets of earlier events (make service says it).
+PAST_SEEN = (
+    "its consumer group is new, so it reads each topic from the start of what the "
+    "topic still holds (AUTO_OFFSET_RESET=earliest; retention decides how far back)"
+)
 # How fault tests take this broker down: it keeps its log only in memory, so stopping it
 # would lose every topic (no real Kafka does); freezing it (SIGSTOP) is the same outage.
 OUTAGE = "freeze"

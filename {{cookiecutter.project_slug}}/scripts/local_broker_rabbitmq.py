@@ -16,6 +16,12 @@ from urllib.parse import urlsplit
 from eventkit.settings import LOCAL_BROKER_URLS
 
 DEFAULT_URL = LOCAL_BROKER_URLS["rabbitmq"]
+
+# What a service added later gets of earlier events (make service says it).
+PAST_SEEN = (
+    "its queue exists from its first start (or a publisher's next start), so it gets "
+    "what is published from then on"
+)
 # How fault tests take this broker down: the node keeps its data under var/, so a real
 # stop and start. (A frozen node keeps its TCP connections open, which clients cannot tell
 # from a quiet one until heartbeats time out.)

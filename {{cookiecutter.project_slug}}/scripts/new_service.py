@@ -128,7 +128,6 @@ class Plan:
             f"{pkg}/migrations/env.py": MIGRATIONS_ENV,
             f"{pkg}/migrations/script.py.mako": MAKO,
             f"{pkg}/migrations/versions/0001_initial_schema.py": FIRST_MIGRATION,
-            "tests/conftest.py": CONFTEST,
             "tests/test_last_events.py": TEST,
         }
         imported = ", ".join(sorted({self.constants.get(s, "") for s in self.streams} - {""}))
@@ -245,7 +244,21 @@ class Plan:
             f"{self.name} is in place on port {self.port}: `make test` runs its tests and "
             '`make local-up` starts it (README, "Add a service", says what to change next)'
         )
+        say(f"what {self.name} sees of the past: {past_seen()}")
+        say(
+            f"`make rebuild SERVICE={self.name}` fills its read model from the publishers' "
+            "whole event feeds; the first event it sees of an older aggregate (a user signed "
+            "up before) opens that aggregate's order, so its later events are applied"
+        )
         return 0
+
+
+def past_seen() -> str:
+    """What a new consumer gets of earlier events depends on the broker: its module says."""
+    from local import local_broker  # scripts/ is on the path: this file runs as a script
+
+    past: str = local_broker().PAST_SEEN
+    return past
 
 
 def check_name(name: str, taken: list[str]) -> None:
@@ -464,9 +477,11 @@ from pydantic import BaseModel, ConfigDict
 
 from @name@_service.models import LastEvent
 from eventkit import Kit
+from eventkit.deps import READ_MODEL
 from eventkit.inputs import IdInPath
 
-router = APIRouter(tags=["@name@"])
+# READ_MODEL: 503 with the reason while a rebuild runs or after one failed.
+router = APIRouter(tags=["@name@"], dependencies=[READ_MODEL])
 
 
 class LastEventOut(BaseModel):
@@ -545,28 +560,15 @@ def downgrade() -> None:
     op.drop_table("@name@_last_events")
 '''
 
-CONFTEST = """\
-import pytest
-from fastapi import FastAPI
-
-from @name@_service.main import create_app
-from @name@_service.settings import Settings
-from eventkit.transports.memory import MemoryTransport
-
-
-@pytest.fixture
-def app(database_url: str, transport: MemoryTransport) -> FastAPI:
-    return create_app(Settings(DATABASE_URL=database_url), transport=transport)
-"""
-
 TEST = '''\
-"""@Owner@ read model, fed events through the in-process transport."""
+"""@Owner@ read model, fed events through this project's broker adapter (the root
+conftest's `app` and `transport`, under FastStream's test broker)."""
 
 import httpx
 
 from contracts.testing import deliver
 from eventkit import Envelope, new_event
-from eventkit.transports.memory import MemoryTransport
+from eventkit.transports import Transport
 
 DATA = @sample_data@
 
@@ -582,7 +584,7 @@ def event(sequence: int) -> Envelope:
 
 
 async def test_the_last_event_of_an_aggregate_is_kept(
-    client: httpx.AsyncClient, transport: MemoryTransport
+    client: httpx.AsyncClient, transport: Transport
 ) -> None:
     first, second = event(1), event(2)
     await deliver(transport, first)

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from contracts import ROSTER
-from eventkit.settings import ServiceSettings, shipped_broker
+from eventkit.settings import LOCAL_BROKER_URLS, ServiceSettings, shipped_broker
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -26,6 +26,8 @@ END = "<!-- end of settings table -->"
 
 def row(name: str, field: FieldInfo, where: str) -> str:
     default: Any = field.default
+    if extra(field).get("default_from") == "LOCAL_BROKER_URLS":  # unset: this project's broker
+        default = LOCAL_BROKER_URLS[shipped_broker()]
     if isinstance(default, tuple):  # as the environment gives it: comma-separated
         default = ",".join(
             f"{value:g}" if isinstance(value, float) else str(value) for value in default
@@ -40,10 +42,13 @@ def row(name: str, field: FieldInfo, where: str) -> str:
     return f"| `{name}` | {shown} | {where} | {field.description or ''} |"
 
 
+def extra(field: FieldInfo) -> dict[str, Any]:
+    return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+
+
 def for_this_broker(field: FieldInfo) -> bool:
     """Settings of a broker this project does not use stay out of its README."""
-    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-    return extra.get("broker", shipped_broker()) == shipped_broker()
+    return extra(field).get("broker", shipped_broker()) == shipped_broker()
 
 
 def table() -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from contracts import ROSTER
@@ -34,3 +36,10 @@ def test_progress_lines_name_the_broker_without_its_credentials(
 ) -> None:
     monkeypatch.setenv("BROKER_URL", broker_url)
     assert local.broker_address() == shown
+
+
+def test_the_control_socket_fits_a_unix_socket_path_wherever_the_project_lies() -> None:
+    assert local.control_socket(Path("/srv/app/var")) == Path("/srv/app/var/supervisor.sock")
+    deep = Path("/tmp") / ("d" * 120) / "var"
+    socket = local.control_socket(deep)
+    assert len(str(socket)) <= 100 and socket != local.control_socket(deep.parent / "x" / "var")

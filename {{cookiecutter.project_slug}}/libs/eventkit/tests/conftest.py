@@ -118,7 +118,7 @@ def transport_factory(
 
         yield kafka, stream
     else:
-        from eventkit.roster import dead_letter_stream, retry_stream, service_queue
+        from eventkit.roster import dead_letter_stream, retry_stream, stream_subscription
         from eventkit.transports.rabbitmq import RabbitMQConfig, RabbitMQTransport
 
         names = request.getfixturevalue("rabbitmq_names")
@@ -127,7 +127,7 @@ def transport_factory(
         def rabbitmq(name: str) -> Transport:
             service = f"{name}-{stream}"
             config = RabbitMQConfig(url=RABBITMQ_URL, service=service)
-            names.extend([service_queue(service, stream), dead_letter_stream(service)])
+            names.extend([stream_subscription(service, stream), dead_letter_stream(service)])
             # every delay queue it may declare (a test may shorten the schedule)
             names.extend(retry_stream(service, delay) for delay in (1.0, *config.retry_tiers))
             return RabbitMQTransport(config)

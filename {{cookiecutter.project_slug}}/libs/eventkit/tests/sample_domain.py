@@ -6,6 +6,9 @@ consumers a test names subscribe to it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit import (
@@ -75,3 +78,27 @@ def attach_recorder(db: Database, transport: Transport) -> list[str]:
 
     Consumer("probe", subscriptions, things_registry(), db, transport).attach()
     return applied
+
+
+class DatabaseDown(Database):
+    """A database that, while `down`, refuses connections as a stopped server does."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.down = False
+        self.refused = 0
+
+    def _refuse(self) -> None:
+        if self.down:
+            self.refused += 1
+            raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        self._refuse()
+        async with super().transaction() as session:
+            yield session
+
+    async def ping(self) -> None:
+        self._refuse()
+        await super().ping()

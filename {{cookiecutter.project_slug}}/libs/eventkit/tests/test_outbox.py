@@ -172,6 +172,57 @@ async def test_rows_wait_while_the_broker_is_down(db: Database) -> None:
     assert len(transport.published) == 1
 
 
+class LeadUntilTold:
+    """A leadership that holds until `lose()`; counts how often it was asked."""
+
+    def __init__(self) -> None:
+        self.leads = True
+        self.asked_after_loss = 0
+
+    def lose(self) -> None:
+        self.leads = False
+
+    async def held(self) -> bool:
+        if not self.leads:
+            self.asked_after_loss += 1
+        return self.leads
+
+    async def release(self) -> None:
+        return None
+
+
+async def test_a_relay_that_loses_its_lock_mid_backlog_stops_publishing(db: Database) -> None:
+    """Another replica may hold the lock by now: publishing on would send rows twice and
+    out of order."""
+    leadership = LeadUntilTold()
+
+    class LosesTheLockAfterOneBatch(MemoryTransport):
+        async def publish_batch(
+            self, messages: Sequence[Outgoing], *, timeout: float
+        ) -> list[Outcome]:
+            outcomes = await super().publish_batch(messages, timeout=timeout)
+            if len(self.published) == 2:
+                leadership.lose()  # e.g. its lock connection dropped meanwhile
+            return outcomes
+
+    transport = LosesTheLockAfterOneBatch()
+    await stage(db, *(happened(f"t{n}", note=str(n)) for n in range(6)))
+    relay = OutboxRelay(db, transport, poll_seconds=0.02, batch_size=2)
+    relay.leadership = leadership  # type: ignore[assignment]
+    relay.start()
+    try:
+        await async_wait_until(
+            lambda: asyncio.sleep(0, leadership.asked_after_loss >= 3),
+            what="the relay to ask for the lead a few times after losing it",
+        )
+        assert notes(transport) == ["0", "1"]  # the batch in flight, and no more
+        leadership.leads = True  # the lead comes back: the rest follows, in order
+        await async_wait_until(lambda: asyncio.sleep(0, len(transport.published) == 6))
+        assert notes(transport) == [str(n) for n in range(6)]
+    finally:
+        await relay.stop()
+
+
 @pytest.mark.skipif(not POSTGRES, reason="replicas share a PostgreSQL database")
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_two_relays_on_one_database_publish_each_row_once(database_url: str) -> None:

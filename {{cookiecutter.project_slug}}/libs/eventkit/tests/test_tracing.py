@@ -33,6 +33,12 @@ class Settings(ServiceSettings):
     PORT: int = 9998
 
 
+@pytest.fixture
+def transport() -> MemoryTransport:
+    """The in-process transport: both services of the trace share it, with no broker."""
+    return MemoryTransport()
+
+
 async def test_a_request_and_its_consumers_share_one_trace(
     database_url: str, tmp_path: object, transport: MemoryTransport
 ) -> None:

@@ -4,11 +4,18 @@ memory always; the project's broker (Kafka-protocol broker or RabbitMQ) for real
 """
 
 import asyncio
+import importlib.util
 import time
 from collections.abc import Callable, Sequence
 
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from eventkit import Envelope, Subscriptions
+from eventkit.consumer import Consumer
 from eventkit.testing import async_wait_until
 from eventkit.transports import Delivery, Outgoing, Transport
+from sample_domain import DatabaseDown, happened, things_registry
 
 TransportFactory = Callable[[str], Transport]
 
@@ -98,3 +105,108 @@ async def test_a_retry_comes_back_to_its_streams_handler_after_the_delay(
         assert came_back_at - sent_at >= 0.9  # it waited in the broker
     finally:
         await consumer.stop()
+
+
+# In one process every "service" shares the in-process transport; the brokers keep them apart.
+BROKERS = [
+    kind
+    for kind in ("kafka", "rabbitmq")
+    if importlib.util.find_spec(f"eventkit.transports.{kind}") is not None
+]
+
+
+@pytest.mark.parametrize("transport_factory", BROKERS, indirect=True)
+async def test_a_retry_reaches_only_the_service_that_sent_it(
+    transport_factory: tuple[TransportFactory, str],
+) -> None:
+    """What a dead-letter replay relies on: the stream's other subscribers do not get the
+    event again (they have applied it, or dead-lettered it themselves)."""
+    make, stream = transport_factory
+    received: dict[str, list[bytes]] = {"mine": [], "other": []}
+    services = {name: make(name) for name in received}
+    for name, service in services.items():
+        service.config.retry_delays_seconds = (0.5,)  # type: ignore[misc]
+        service.config.max_retries = 1  # type: ignore[misc]
+
+        async def handler(batch: Sequence[Delivery], name: str = name) -> None:
+            received[name].extend(body for body, _ in batch)
+
+        service.subscribe(stream, handler)
+        service.declare_publisher(stream)
+    for service in services.values():
+        await service.start()
+    try:
+        await services["mine"].publish_retry(stream, b"again", {}, key="k", delay=0.5)
+        await services["mine"].publish(stream, b"for all", key="k", event_type="T")
+        await async_wait_until(
+            lambda: asyncio.sleep(
+                0, received["mine"] == [b"for all", b"again"] and received["other"]
+            ),
+            timeout=30,
+            what="the retry back at its service, and the stream's event at both",
+        )
+        assert received["other"] == [b"for all"]
+    finally:
+        for service in services.values():
+            await service.stop()
+
+
+@pytest.mark.parametrize("transport_factory", BROKERS, indirect=True)
+async def test_a_batch_handed_back_while_the_database_is_down_comes_again_and_applies_once(
+    transport_factory: tuple[TransportFactory, str], database_url: str
+) -> None:
+    """A database outage longer than the retry schedule: the broker delivers the batch
+    again and again (Kafka seeks back, RabbitMQ requeues), and nothing is retried or
+    dead-lettered; once the database answers, each event applies once, in order."""
+    make, stream = transport_factory
+    db = DatabaseDown(database_url)
+    await db.create_all()
+    consumer_transport, producer = make("dbdown"), make("producer")
+    config = consumer_transport.config
+    config.retry_delays_seconds = (0.2,)  # type: ignore[misc]
+    config.max_retries = 1  # type: ignore[misc]
+    config.batch_hold_seconds = 0.5  # type: ignore[misc]
+    if hasattr(config, "delivery_limit"):
+        # RabbitMQ counts each hand-back towards a queue's delivery limit: in service a
+        # batch waits 10 minutes before it goes back, here half a second.
+        config.delivery_limit = 1000
+    handed_back: list[str] = []
+
+    async def retry(*args: object, **kwargs: object) -> None:
+        handed_back.append("retry")
+
+    async def dead_letter(*args: object, **kwargs: object) -> None:
+        handed_back.append("dead letter")
+
+    consumer_transport.publish_retry = retry  # type: ignore[method-assign]
+    consumer_transport.publish_dead_letter = dead_letter  # type: ignore[method-assign]
+    applied: list[int] = []
+    subscriptions = Subscriptions()
+
+    @subscriptions.on_message(stream)
+    async def on_event(event: Envelope, session: AsyncSession) -> None:
+        applied.append(event.sequence or 0)
+
+    Consumer("dbdown", subscriptions, things_registry(), db, consumer_transport).attach()
+    producer.declare_publisher(stream, subscribers=["dbdown"])
+    for transport in (consumer_transport, producer):
+        await transport.start()
+    try:
+        db.down = True
+        for sequence in (1, 2, 3):
+            event = happened("agg").model_copy(update={"sequence": sequence})
+            await producer.publish(stream, event.to_bytes(), key="agg", event_type=event.type)
+        # Many deliveries of ~0.5 s each, while the whole retry schedule is 0.2 s.
+        await async_wait_until(
+            lambda: asyncio.sleep(0, db.refused >= 20), timeout=60, what="deliveries waiting"
+        )
+        assert (applied, handed_back) == ([], [])
+        db.down = False
+        await async_wait_until(
+            lambda: asyncio.sleep(0, applied == [1, 2, 3]), timeout=60, what="1, 2, 3 applied"
+        )
+        assert handed_back == []
+    finally:
+        for transport in (consumer_transport, producer):
+            await transport.stop()
+        await db.dispose()

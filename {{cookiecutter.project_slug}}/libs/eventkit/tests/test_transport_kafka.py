@@ -6,19 +6,30 @@ The fan-out every transport keeps is in test_transport_contract.py.
 import asyncio
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
+import httpx
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.protocol.admin import CreateTopicsResponse_v3
 from faststream.kafka import KafkaMessage
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from eventkit import Envelope, Subscriptions, create_service
 from eventkit.db import Database
 from eventkit.inbox import ProcessedEvent
-from eventkit.roster import retry_stream
+from eventkit.roster import retry_stream, stream_subscription
 from eventkit.settings import ServiceSettings
 from eventkit.testing import async_wait_until
 from eventkit.transports import Delivery
-from eventkit.transports.kafka import KafkaConfig, KafkaTransport, config_from_settings
-from sample_domain import THINGS, attach_recorder, happened
+from eventkit.transports.kafka import (
+    KafkaConfig,
+    KafkaTransport,
+    TopicsNotCreated,
+    config_from_settings,
+)
+from sample_domain import THINGS, attach_recorder, happened, things_roster
 
 
 def transport(url: str, group: str) -> KafkaTransport:
@@ -126,11 +137,11 @@ async def test_the_config_drives_the_consumer_the_producer_and_the_topics(kafka_
         return None
 
     kafka.subscribe(name, handler)
-    # The stream's subscriber in the service's group, then one per retry delay, each in a
-    # group of its own named as its topic.
+    # The stream's subscriber in a group of its own, then one per retry delay, each in a
+    # group named as its topic: no group has members on two topics.
     topics = [retry_stream(f"group-{name}", delay) for delay in config.retry_tiers]
     groups = sorted(s.group_id for s in kafka.broker.subscribers)  # type: ignore[attr-defined]
-    assert groups == sorted([f"group-{name}", *topics])
+    assert groups == sorted([stream_subscription(f"group-{name}", name), *topics])
     await kafka.start()
     try:
         producer = kafka.broker.config.broker_config.producer._producer.producer  # type: ignore[attr-defined]
@@ -164,3 +175,95 @@ async def test_a_batch_takes_the_real_subscriber_path_under_faststreams_test_bro
 async def db_count(db: Database) -> int:
     async with db.sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(ProcessedEvent)) or 0)
+
+
+REFUSAL = "Replication factor: 3 larger than available brokers: 1."
+
+
+def one_broker_cluster(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """CreateTopics as a one-broker Kafka answers it (tansu takes any replication factor):
+    INVALID_REPLICATION_FACTOR for a topic asked with more than one replica, in the answer's
+    error codes (aiokafka raises for none of them). Returns the topics asked for each call."""
+    asked: list[list[str]] = []
+    create = AIOKafkaAdminClient.create_topics
+
+    async def create_topics(self: Any, new_topics: list[Any], *args: Any, **kwargs: Any) -> Any:
+        asked.append([topic.name for topic in new_topics])
+        fits = [topic for topic in new_topics if topic.replication_factor <= 1]
+        errors = [(topic.name, 38, REFUSAL) for topic in new_topics if topic not in fits]
+        if fits:
+            errors += (await create(self, fits, *args, **kwargs)).topic_errors
+        return CreateTopicsResponse_v3(throttle_time_ms=0, topic_errors=errors)
+
+    monkeypatch.setattr(AIOKafkaAdminClient, "create_topics", create_topics)
+    return asked
+
+
+def replicated(url: str, group: str) -> KafkaTransport:
+    config = KafkaConfig(brokers=[url], group_id=group, session_timeout_ms=2000, replication=3)
+    return KafkaTransport(config)
+
+
+async def test_a_topic_the_broker_refuses_fails_start_with_the_reason(
+    kafka_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_broker_cluster(monkeypatch)
+    kafka = replicated(kafka_url, f"refused-{uuid.uuid4().hex[:6]}")
+    kafka.declare_publisher(f"stream-{uuid.uuid4().hex[:6]}")
+    with pytest.raises(TopicsNotCreated) as refused:
+        await kafka.start()
+    assert "InvalidReplicationFactorError" in str(refused.value)
+    assert REFUSAL in str(refused.value)
+    await kafka.stop()
+
+
+async def test_a_topic_another_service_created_first_is_fine(kafka_url: str) -> None:
+    stream = f"stream-{uuid.uuid4().hex[:6]}"
+    first, second = (transport(kafka_url, f"{n}-{stream}") for n in ("first", "second"))
+    for kafka in (first, second):
+        kafka.declare_publisher(stream)
+    await first.start()
+    # As if the second had looked before the first created it: TOPIC_ALREADY_EXISTS.
+    second._topics = [stream]
+    admin = AIOKafkaAdminClient(bootstrap_servers=[kafka_url])
+    await admin.start()
+    try:
+        answer = await admin.create_topics([NewTopic(stream, 3, 1)])
+        assert [code for _, code, _ in answer.topic_errors] == [36]
+    finally:
+        await admin.close()
+    await second.ensure_topics()  # someone was quicker: that is all it wanted
+    await first.stop()
+
+
+async def test_a_consumer_is_not_ready_while_its_topics_cannot_be_created(
+    kafka_url: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else the subscriber would create them itself with the cluster's defaults (one
+    replica here) and the service would look healthy on topics it did not ask for."""
+    asked = one_broker_cluster(monkeypatch)
+    subscriptions = Subscriptions()
+
+    @subscriptions.on_message(THINGS)
+    async def on_thing(event: Envelope, session: AsyncSession) -> None:
+        return None
+
+    settings = ServiceSettings(SERVICE_NAME="probe", PORT=0, DATABASE_URL=database_url)
+    kafka = replicated(kafka_url, f"probe-{uuid.uuid4().hex[:6]}")
+    app = create_service(
+        settings, things_roster("probe"), subscriptions=subscriptions, transport=kafka
+    )
+    answers: list[tuple[int, str]] = []
+    async with app.router.lifespan_context(app):
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+        async with client:
+
+            async def tried_thrice() -> bool:
+                ready = await client.get("/ready")
+                answers.append((ready.status_code, ready.json()["broker"]))
+                # The service's own asks (a subscriber asks for its topic alone).
+                return sum(kafka.config.dead_letters in topics for topics in asked) >= 3
+
+            # It keeps trying (the cluster may yet grow), and is never ready meanwhile.
+            await async_wait_until(tried_thrice, timeout=30, interval=0.2, what="three tries")
+    assert set(answers) == {(503, "down")}

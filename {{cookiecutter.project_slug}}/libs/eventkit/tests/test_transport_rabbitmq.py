@@ -7,6 +7,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import aio_pika
 import pytest
@@ -14,11 +15,16 @@ from sqlalchemy import func, select
 
 from eventkit.db import Database
 from eventkit.inbox import ProcessedEvent
-from eventkit.roster import dead_letter_stream, retry_stream, service_queue
+from eventkit.roster import dead_letter_stream, retry_stream, stream_subscription
 from eventkit.settings import LOCAL_BROKER_URLS, ServiceSettings
 from eventkit.testing import async_wait_until
 from eventkit.transports import Delivery, Outgoing
-from eventkit.transports.rabbitmq import RabbitMQConfig, RabbitMQTransport, config_from_settings
+from eventkit.transports.rabbitmq import (
+    QueueDeclaredOtherwise,
+    RabbitMQConfig,
+    RabbitMQTransport,
+    config_from_settings,
+)
 from sample_domain import THINGS, attach_recorder, happened
 
 RABBITMQ_URL = os.environ.get("BROKER_URL", LOCAL_BROKER_URLS["rabbitmq"])
@@ -40,7 +46,7 @@ async def test_queues_are_durable_and_bound_to_a_topic_exchange(
 ) -> None:
     stream = f"test.{uuid.uuid4().hex[:8]}"
     service = f"a-{stream}"
-    rabbitmq_names += [stream, service_queue(service, stream), dead_letter_stream(service)]
+    rabbitmq_names += [stream, stream_subscription(service, stream), dead_letter_stream(service)]
     rabbitmq_names += retry_queues(service)
     consumer = transport(service)
 
@@ -54,7 +60,7 @@ async def test_queues_are_durable_and_bound_to_a_topic_exchange(
     async with connection:
         channel = await connection.channel()
         # passive declares fail unless the objects exist with these properties
-        queue = await channel.declare_queue(service_queue(service, stream), passive=True)
+        queue = await channel.declare_queue(stream_subscription(service, stream), passive=True)
         exchange = await channel.declare_exchange(stream, passive=True)
         await queue.bind(exchange, routing_key="#")
 
@@ -93,6 +99,10 @@ def test_every_setting_reaches_its_config_field() -> None:
         RETRY_DELAYS_SECONDS="0.5,9",
         CONSUMER_BATCH_SIZE=50,
         CONSUMER_BATCH_WAIT_MS=2,
+        QUEUE_TYPE="classic",
+        DELIVERY_LIMIT=5,
+        FIRST_EVENT_WAIT_SECONDS=3,
+        UNKNOWN_EVENT_HOLD_SECONDS=60,
     )
     assert config_from_settings(settings) == RabbitMQConfig(
         url="amqp://u:p@h:5672/v",
@@ -103,10 +113,15 @@ def test_every_setting_reaches_its_config_field() -> None:
         retry_delays_seconds=(0.5, 9.0),
         batch_size=50,
         batch_wait_ms=2,
+        queue_type="classic",
+        delivery_limit=5,
+        first_event_wait_seconds=3,
+        unknown_event_hold_seconds=60,
     )
     defaults = config_from_settings(ServiceSettings(SERVICE_NAME="svc", PORT=0))
     assert defaults.prefetch_count > defaults.batch_size  # the next batch fills meanwhile
     assert defaults.dead_letters == "dlq.svc"
+    assert (defaults.queue_type, defaults.delivery_limit) == ("quorum", 20)
 
 
 async def test_prefetch_and_the_dead_letter_queue_come_from_the_config(
@@ -115,7 +130,7 @@ async def test_prefetch_and_the_dead_letter_queue_come_from_the_config(
     stream = f"test.{uuid.uuid4().hex[:8]}"
     service = f"svc-{stream}"
     parked = f"parked-{service}"
-    rabbitmq_names += [stream, service_queue(service, stream), parked, *retry_queues(service)]
+    rabbitmq_names += [stream, stream_subscription(service, stream), parked, *retry_queues(service)]
     config = RabbitMQConfig(
         url=RABBITMQ_URL, service=service, prefetch_count=7, dead_letter_topic=parked
     )
@@ -136,7 +151,7 @@ async def test_prefetch_and_the_dead_letter_queue_come_from_the_config(
         channel = await connection.channel()
 
         async def held_back() -> bool:
-            queue = await channel.declare_queue(service_queue(service, stream), passive=True)
+            queue = await channel.declare_queue(stream_subscription(service, stream), passive=True)
             return bool(started) and queue.declaration_result.message_count == 13
 
         # While a batch is held, 7 deliveries are unacknowledged (that batch, and the next
@@ -163,7 +178,7 @@ async def test_a_queue_whose_handlers_name_types_is_bound_to_those_only(
 ) -> None:
     stream = f"test.{uuid.uuid4().hex[:8]}"
     service = f"svc-{stream}"
-    rabbitmq_names += [stream, service_queue(service, stream), dead_letter_stream(service)]
+    rabbitmq_names += [stream, stream_subscription(service, stream), dead_letter_stream(service)]
     rabbitmq_names += retry_queues(service)
     rabbit = transport(service)
     received: list[bytes] = []
@@ -189,7 +204,7 @@ async def test_a_queue_whose_handlers_name_types_is_bound_to_those_only(
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(service_queue(service, stream), passive=True)
+        queue = await channel.declare_queue(stream_subscription(service, stream), passive=True)
         assert queue.declaration_result.message_count == 0  # the unwanted were never routed here
     assert sorted(received) == [b"AlsoWanted", b"Wanted"]
 
@@ -215,7 +230,7 @@ async def test_in_a_batch_only_the_message_no_queue_takes_fails(
 ) -> None:
     read, unread = (f"test.{uuid.uuid4().hex[:8]}" for _ in range(2))
     service, reader = f"svc-{read}", f"reader-{read}"
-    rabbitmq_names += [read, unread, dead_letter_stream(service), service_queue(reader, read)]
+    rabbitmq_names += [read, unread, dead_letter_stream(service), stream_subscription(reader, read)]
     publisher = transport(service)
     publisher.declare_publisher(read, subscribers=[reader])
     publisher.declare_publisher(unread)
@@ -232,7 +247,7 @@ async def test_in_a_batch_only_the_message_no_queue_takes_fails(
     connection = await aio_pika.connect(RABBITMQ_URL)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(service_queue(reader, read), passive=True)
+        queue = await channel.declare_queue(stream_subscription(reader, read), passive=True)
         assert queue.declaration_result.message_count == 3
 
 
@@ -245,7 +260,7 @@ async def test_readers_that_start_after_the_publisher_get_what_it_sent_before(
         stream,
         dead_letter_stream(publisher_name),
         dead_letter_stream(reader_name),
-        service_queue(reader_name, stream),
+        stream_subscription(reader_name, stream),
         *retry_queues(reader_name),
     ]
     publisher = transport(publisher_name)
@@ -291,3 +306,143 @@ async def test_a_batch_takes_the_real_subscriber_path_under_faststreams_test_bro
 async def db_count(db: Database) -> int:
     async with db.sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(ProcessedEvent)) or 0)
+
+
+async def declared_with(name: str, arguments: dict[str, Any]) -> bool:
+    """Whether queue `name` is declared with exactly these arguments: the broker takes a
+    declaration again only if they are the same."""
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        try:
+            channel = await connection.channel()
+            await channel.declare_queue(name, durable=True, arguments=arguments)
+        except aio_pika.exceptions.ChannelPreconditionFailed:
+            return False
+        return True
+
+
+def queues_of(service: str, stream: str, kind: str, delivery_limit: int) -> dict[str, Any]:
+    """The queues a subscribing service declares, and their arguments."""
+    at_least_once = (
+        {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+        if kind == "quorum"
+        else {}
+    )
+    limit = {"x-delivery-limit": delivery_limit} if kind == "quorum" else {}
+    return {
+        stream_subscription(service, stream): {
+            "x-queue-type": kind,
+            "x-dead-letter-exchange": "dlq",
+            "x-dead-letter-routing-key": service,
+            **limit,
+            **at_least_once,
+        },
+        dead_letter_stream(service): {
+            "x-queue-type": kind,
+            "x-max-length": 100_000,
+            "x-overflow": "drop-head",
+        },
+        **{
+            retry_stream(service, delay): {
+                "x-queue-type": kind,
+                "x-message-ttl": round(delay * 1000),
+                "x-dead-letter-exchange": "retry",
+                **at_least_once,
+            }
+            for delay in RabbitMQConfig(url="", service="").retry_tiers
+        },
+    }
+
+
+async def assert_declared(service: str, stream: str, kind: str, delivery_limit: int) -> None:
+    other = "classic" if kind == "quorum" else "quorum"
+    for name, arguments in queues_of(service, stream, kind, delivery_limit).items():
+        assert await declared_with(name, arguments), name
+        assert not await declared_with(name, {**arguments, "x-queue-type": other}), name
+
+
+async def test_queues_are_quorum_and_a_message_handed_back_too_often_is_dead_lettered(
+    rabbitmq_names: list[str],
+) -> None:
+    """Quorum queues outlive a node of a cluster; the delivery limit stops a message that
+    crashes its consumer from being delivered for ever."""
+    stream = f"test.{uuid.uuid4().hex[:8]}"
+    service = f"q-{stream}"
+    rabbitmq_names += [stream, stream_subscription(service, stream), dead_letter_stream(service)]
+    rabbitmq_names += retry_queues(service)
+    rabbit = RabbitMQTransport(RabbitMQConfig(url=RABBITMQ_URL, service=service, delivery_limit=2))
+    deliveries: list[str] = []
+
+    async def crashes(batch: Sequence[Delivery]) -> None:
+        deliveries.extend(headers.get("x-delivery-count", "0") for _, headers in batch)
+        raise RuntimeError("the consumer dies on this one")
+
+    rabbit.subscribe(stream, crashes)
+    rabbit.declare_publisher(stream)
+    await rabbit.start()
+    try:
+        await rabbit.publish(stream, b"crasher", key="k", event_type="T")
+        await async_wait_until(
+            lambda: asyncio.sleep(0, len(deliveries) >= 3), timeout=20, what="3 deliveries"
+        )
+        connection = await aio_pika.connect(RABBITMQ_URL)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(dead_letter_stream(service), passive=True)
+
+            async def dead_lettered() -> aio_pika.abc.AbstractIncomingMessage | None:
+                return await queue.get(fail=False)
+
+            message = await async_wait_until(dead_lettered, what="the dead-lettered message")
+            await message.ack()
+        assert message.body == b"crasher"
+        assert message.headers["x-death"][0]["reason"] == "delivery_limit"  # type: ignore[index]
+        assert deliveries == ["0", "1", "2"]  # the first and two handed back: the limit
+    finally:
+        await rabbit.stop()
+    await assert_declared(service, stream, "quorum", delivery_limit=2)
+
+
+async def test_classic_queues_as_a_setting(rabbitmq_names: list[str]) -> None:
+    stream = f"test.{uuid.uuid4().hex[:8]}"
+    service = f"c-{stream}"
+    rabbitmq_names += [stream, stream_subscription(service, stream), dead_letter_stream(service)]
+    rabbitmq_names += retry_queues(service)
+    config = config_from_settings(
+        ServiceSettings(SERVICE_NAME=service, PORT=0, BROKER_URL=RABBITMQ_URL, QUEUE_TYPE="classic")
+    )
+    rabbit = RabbitMQTransport(config)
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        return None
+
+    rabbit.subscribe(stream, handler)
+    await rabbit.start()
+    await rabbit.stop()
+    await assert_declared(service, stream, "classic", delivery_limit=20)
+
+
+async def test_a_queue_declared_otherwise_before_stops_start_with_the_reason(
+    rabbitmq_names: list[str],
+) -> None:
+    """A deployment from before quorum queues: its classic queues are not changed behind
+    its back (they hold its events); start says what to do."""
+    stream = f"test.{uuid.uuid4().hex[:8]}"
+    service = f"old-{stream}"
+    rabbitmq_names += [stream, stream_subscription(service, stream), dead_letter_stream(service)]
+    rabbitmq_names += retry_queues(service)
+    classic = RabbitMQTransport(
+        RabbitMQConfig(url=RABBITMQ_URL, service=service, queue_type="classic")
+    )
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        return None
+
+    classic.subscribe(stream, handler)
+    await classic.start()
+    await classic.stop()
+    quorum = transport(service)
+    quorum.subscribe(stream, handler)
+    with pytest.raises(QueueDeclaredOtherwise, match="QUEUE_TYPE") as refused:
+        await quorum.start()
+    assert "PRECONDITION_FAILED" in str(refused.value)

@@ -1,11 +1,15 @@
 """The user service's HTTP API, with the broker replaced by the in-process transport."""
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 
 from eventkit import Envelope
-from eventkit.testing import async_wait_until
+from eventkit.testing import async_wait_until, running
 from eventkit.transports.memory import MemoryTransport
+from user_service.main import create_app
+from user_service.settings import Settings
 
 
 async def test_create_then_get_a_user(client: httpx.AsyncClient) -> None:
@@ -114,3 +118,38 @@ async def test_made_up_http_methods_share_one_metrics_label(client: httpx.AsyncC
     metrics = (await client.get("/metrics")).text
     assert 'method="other"' in metrics
     assert "FOO" not in metrics and "BAZ" not in metrics
+
+
+async def test_a_body_above_the_size_limit_gets_413_and_stores_nothing(
+    database_url: str, transport: MemoryTransport
+) -> None:
+    settings = Settings(DATABASE_URL=database_url, MAX_REQUEST_BODY_BYTES=2000)
+    async with running(create_app(settings, transport=transport)) as client:
+        too_big = await client.post("/users", json={"name": "A" * 3000, "email": "a@example.com"})
+        assert too_big.status_code == 413
+        assert too_big.json() == {"detail": "request body above 2000 bytes"}
+
+        async def unannounced() -> AsyncIterator[bytes]:  # no Content-Length: counted as read
+            yield b'{"name": "'
+            for _ in range(10):
+                yield b"B" * 500
+            yield b'", "email": "b@example.com"}'
+
+        streamed = await client.post(
+            "/users", content=unannounced(), headers={"content-type": "application/json"}
+        )
+        assert streamed.status_code == 413
+        assert streamed.json()["detail"] == "request body above 2000 bytes"
+        fits = await client.post("/users", json={"name": "C", "email": "c@example.com"})
+        assert fits.status_code == 201
+
+        async def names() -> list[str]:
+            return [Envelope.from_bytes(body).data["name"] for _, body in transport.published]
+
+        assert await async_wait_until(names, what="the relay to publish") == ["C"]
+
+
+async def test_the_default_body_limit_refuses_megabytes(client: httpx.AsyncClient) -> None:
+    huge = await client.post("/users", json={"name": "x" * 5_000_000, "email": "h@example.com"})
+    assert huge.status_code == 413
+    assert huge.json()["detail"].startswith("request body above")

@@ -104,6 +104,27 @@ async def test_history_lists_every_event_oldest_first(client: httpx.AsyncClient)
     assert (await client.get("/users/nobody/events")).status_code == 404
 
 
+async def test_history_is_a_list_in_pages(client: httpx.AsyncClient) -> None:
+    """`limit` (default 100, at most 1,000) and `after` (a sequence), as every list."""
+    user = await new_user(client)
+    url = f"/users/{user['id']}"
+    for n in range(104):
+        assert (await client.patch(url, json={"name": f"name {n}"})).status_code == 200
+    first = (await client.get(f"{url}/events")).json()
+    assert [e["sequence"] for e in first] == list(range(1, 101))  # the default page
+    rest = (await client.get(f"{url}/events", params={"after": first[-1]["sequence"]})).json()
+    assert [e["sequence"] for e in rest] == list(range(101, 106))
+    two = (await client.get(f"{url}/events", params={"after": 3, "limit": 2})).json()
+    assert [(e["sequence"], e["data"]["new_name"]) for e in two] == [(4, "name 2"), (5, "name 3")]
+    assert (await client.get(f"{url}/events", params={"after": 105})).json() == []
+    for bad in ({"limit": 0}, {"limit": 1001}, {"after": -1}, {"after": 2**40}):
+        response = await client.get(f"{url}/events", params=bad)
+        assert response.status_code == 422, bad
+        assert response.json()["detail"][0]["loc"] == ["query", next(iter(bad))]
+    missing = await client.get("/users/nobody/events", params={"after": 5})
+    assert missing.status_code == 404
+
+
 async def test_empty_or_bad_changes_are_422(client: httpx.AsyncClient) -> None:
     user = await new_user(client)
     url = f"/users/{user['id']}"

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from faststream.specification import get_asyncapi_html
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 
-from eventkit import admin, feed, middleware, tracing
+from eventkit import admin, feed, middleware, pause, tracing
+from eventkit.db import database_unavailable
 from eventkit.deps import Kit
 from eventkit.kit import ServiceKit, Worker
 from eventkit.logs import configure_logging
@@ -69,7 +71,9 @@ def create_service(
 
     app = FastAPI(title=title, lifespan=lifespan)
     app.state.kit = kit
-    middleware.install(app)
+    middleware.install(app, settings.MAX_REQUEST_BODY_BYTES)
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, _database_unavailable)
     app.include_router(_platform_routes(title))
     if kit.consumer is not None:
         app.include_router(admin.router)
@@ -78,6 +82,20 @@ def create_service(
     for router in routers:
         app.include_router(router)
     return app
+
+
+# Where a database that does not answer shows: SQLAlchemy's errors, or the socket's own.
+DATABASE_ERRORS = (SQLAlchemyError, OSError)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A database that does not answer (eventkit.db.database_unavailable) is not the
+    request's fault, nor a bug: 503, so clients and load balancers retry. Anything else
+    goes on to be a 500."""
+    if not database_unavailable(exc):
+        raise exc
+    detail = f"the database does not answer ({type(exc).__name__}); try again shortly"
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
 
 def migrations_beside(settings: ServiceSettings) -> Path | None:
@@ -100,7 +118,9 @@ def _platform_routes(title: str) -> APIRouter:
         if failed:
             detail = f"not ready: {', '.join(failed)} not answering"
             return JSONResponse({"detail": detail, "failed": failed, **states}, status_code=503)
-        return JSONResponse({"status": "ready", **states})
+        # Said, not failed on: every replica shares it, and a rebuild must reach one to cure it.
+        read_model = {"read_model": await _read_model_state(kit)} if kit.consumer else {}
+        return JSONResponse({"status": "ready", **states, **read_model})
 
     @router.get("/metrics")
     async def metrics() -> Response:
@@ -117,6 +137,14 @@ def _platform_routes(title: str) -> APIRouter:
         return HTMLResponse(get_asyncapi_html(document, try_it_out_path=None))
 
     return router
+
+
+async def _read_model_state(kit: ServiceKit) -> str:
+    """`whole`, or why the read routes answer 503 (a rebuild running, or one that failed)."""
+    try:
+        return await pause.unavailable(kit.db) or pause.WHOLE
+    except Exception:  # the database went away since readiness looked
+        return "unknown: the database did not answer"
 
 
 @dataclass(frozen=True)

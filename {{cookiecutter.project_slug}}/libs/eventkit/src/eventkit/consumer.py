@@ -1,30 +1,42 @@
 """The consumer: the path every received message takes into a service's database.
 
-Messages arrive in batches. Bad messages (not JSON, not an envelope, unknown type) go
-straight to the dead letters. The rest are applied in one transaction: one inbox query
-for the whole batch, each aggregate's events in sequence order, the inbox rows written
-beside the read models. If that transaction fails, each event is tried alone, so one bad
-event cannot hold back the others. An event that fails alone, or whose aggregate's
-earlier event has not been applied yet, goes to a delayed retry through the broker (the
-stream goes on meanwhile); after `max_retries` it goes to the dead letters.
+Messages arrive in batches. A message whose type (its `event-type` header, or its decoded
+type) no handler of this service takes is passed over. Bad messages (not JSON, not an
+envelope, invalid data) go straight to the dead letters. An event of a type or version
+this service does not know yet (its publisher was deployed first) is listed in the dead
+letters at once, with the reason, and held: retried on the longest delay, its aggregate's
+later events waiting with it, until a deploy knows it (then it is applied and leaves the
+list) or `unknown_event_hold_seconds` pass (then it is dead-lettered for good).
+
+The rest are applied in one transaction: one inbox query for the whole batch, each
+aggregate's events in sequence order, the inbox rows written beside the read models. If
+that transaction fails, each event is tried alone, so one bad event cannot hold back the
+others. An event that fails alone, or whose aggregate's earlier event has not been
+applied yet, goes to a delayed retry through the broker (the stream goes on meanwhile);
+after `max_retries` it goes to the dead letters.
+
+A database that does not answer is not a failing event: the batch waits for it (up to
+`batch_hold_seconds`), then goes back to the broker to be delivered again. No retry is
+spent and nothing is dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from opentelemetry.trace import SpanKind
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from eventkit import context, tracing
-from eventkit.db import Database
+from eventkit import clock, context, tracing
+from eventkit.db import Database, database_unavailable
 from eventkit.dead_letters import DeadLetter
 from eventkit.envelope import Envelope
 from eventkit.inbox import Positions, ProcessedEvent, Turn
@@ -32,21 +44,32 @@ from eventkit.metrics import (
     EVENTS_CONSUMED,
     EVENTS_DEAD_LETTERED,
     EVENTS_DUPLICATE,
+    EVENTS_HELD,
     EVENTS_RETRIED,
     EVENTS_WAITING,
     HANDLER_SECONDS,
 )
 from eventkit.pause import Paused, check_running
-from eventkit.registry import EventRegistry, InvalidEvent
+from eventkit.registry import EventRegistry, InvalidEvent, UnknownEvent
 from eventkit.subscriptions import Handler, Subscriptions
 from eventkit.transports import BatchHandler, Delivery, Transport
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS_HEADER = "x-attempts"
-# How long a batch waits for a rebuild to end before it is handed back to the broker
-# (well under Kafka's max.poll.interval).
-PAUSE_WAIT_SECONDS = 30.0
+# When this consumer first held an event it does not know yet (epoch seconds).
+HELD_SINCE_HEADER = "x-held-since"
+# The type a publisher gave a message (see the transports' publish): read before decoding.
+EVENT_TYPE_HEADER = "event-type"
+COUNT = re.compile(r"[0-9]{1,9}")  # ASCII digits only
+EPOCH = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
+# A connection error that recurs while the database answers pings is the event's own.
+RETRIES_WHILE_ANSWERING = 2
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer within the batch's hold: the broker delivers the batch
+    again later. No retry was spent and nothing was dead-lettered."""
 
 
 class Gate:
@@ -84,6 +107,12 @@ class Gate:
             self._open.set()
 
 
+def header_count(value: str | None) -> int:
+    """A count we wrote into a header; anything else (`²` passes str.isdigit(), and int()
+    then refuses it) counts as 0 rather than failing the batch for ever."""
+    return int(value) if value is not None and COUNT.fullmatch(value) else 0
+
+
 @dataclass
 class Incoming:
     """One decoded event of a batch, with what it arrived as."""
@@ -96,16 +125,50 @@ class Incoming:
     @property
     def attempts(self) -> int:
         """Failed attempts before this delivery (a retry carries the count)."""
-        value = self.headers.get(ATTEMPTS_HEADER, "0")
-        return int(value) if value.isdigit() else 0
+        return header_count(self.headers.get(ATTEMPTS_HEADER))
+
+
+@dataclass
+class Rejected:
+    """A message no handler can ever apply: it goes to the dead letters as it is."""
+
+    raw: bytes
+    event: Envelope | None
+    reason: str
+
+
+@dataclass
+class Sorted:
+    """A batch's messages by what becomes of them."""
+
+    incoming: list[Incoming] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    held: list[tuple[Incoming, str]] = field(default_factory=list)  # not known yet: why
 
 
 @dataclass
 class Outcome:
     applied: list[Incoming] = field(default_factory=list)
     duplicates: int = 0
-    # Their aggregate's earlier event is not applied yet: retried later.
-    not_due: list[tuple[Incoming, str]] = field(default_factory=list)
+    # Their aggregate's earlier event is not applied yet: retried later; the time is when
+    # to look again without spending a retry (a tentative position, an event held).
+    not_due: list[tuple[Incoming, str, datetime | None]] = field(default_factory=list)
+    failed: list[tuple[Incoming, str]] = field(default_factory=list)
+
+    def add(self, other: Outcome) -> None:
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.not_due += other.not_due
+        self.failed += other.failed
+
+
+class NotKnownHere(Exception):
+    """A rebuild's feed holds an event this service does not know yet: the rebuild fails
+    (the read model stays paused, with the reason) rather than dead-letter a good event."""
+
+
+class _DatabaseDown(Exception):
+    """Inside a batch: the database stopped answering."""
 
 
 class Consumer:
@@ -178,65 +241,145 @@ class Consumer:
                     attributes,
                 )
 
+    def _ordered(self, stream: str) -> bool:
+        """Order per aggregate: only where this service sees every type of the stream, since
+        a type it does not take never arrives to advance the position."""
+        return self.subscriptions.types(stream) is None
+
     async def _handle_batch(self, stream: str, batch: Sequence[Delivery]) -> None:
-        incoming = await self._decode(stream, batch)
-        if not incoming:
-            return
+        deadline = time.monotonic() + self.transport.config.batch_hold_seconds
+        found = self._sort(stream, batch)
         started = time.perf_counter()
-        try:
-            outcome = await self._apply_once_running(stream, incoming)
-        except Paused:
-            raise  # still paused: the broker redelivers the batch
-        except Exception as exc:
-            if len(incoming) == 1:
-                await self._failed(stream, incoming[0], repr(exc))
-                return
-            log.warning("a batch of %d failed (%r); one at a time", len(incoming), exc)
-            outcome = Outcome()
-            for item in incoming:
-                try:
-                    alone = await self._apply(stream, [item])
-                except Paused:
-                    raise
-                except Exception as item_exc:
-                    await self._failed(stream, item, repr(item_exc))
-                    continue
-                outcome.applied += alone.applied
-                outcome.duplicates += alone.duplicates
-                outcome.not_due += alone.not_due
-        HANDLER_SECONDS.labels(stream=stream).observe(time.perf_counter() - started)
+        outcome = await self._apply_waiting(stream, found.incoming, deadline)
+        if found.incoming:
+            HANDLER_SECONDS.labels(stream=stream).observe(time.perf_counter() - started)
         for item in outcome.applied:
             EVENTS_CONSUMED.labels(stream=stream, type=item.event.type).inc()
         if outcome.duplicates:
             EVENTS_DUPLICATE.labels(stream=stream).inc(outcome.duplicates)
-        for item, reason in outcome.not_due:
-            EVENTS_WAITING.labels(stream=stream).inc()
-            await self._failed(stream, item, reason, waiting=True)
+        # What follows writes dead letters and hands events back to the broker: if the
+        # database stops answering meanwhile, the batch is delivered again.
+        try:
+            for rejected in found.rejected:
+                await self._reject(stream, rejected)
+            for item, reason in found.held:
+                await self._hold(stream, item, reason)
+            for item, error in outcome.failed:
+                await self._failed(stream, item, error)
+            for item, reason, until in outcome.not_due:
+                EVENTS_WAITING.labels(stream=stream).inc()
+                if until is not None and self.transport.config.retry_tiers:
+                    await self._postpone(stream, item, until)
+                else:
+                    await self._failed(stream, item, reason, waiting=True)
+        except Exception as exc:
+            if await self._database_answers():
+                raise
+            await self._wait_for_database(deadline)
+            raise DatabaseUnavailable(f"the database stopped answering: {exc!r}") from exc
 
-    async def _decode(self, stream: str, batch: Sequence[Delivery]) -> list[Incoming]:
-        """The batch's events this service handles; bad messages go to the dead letters."""
-        incoming = []
+    def _sort(self, stream: str, batch: Sequence[Delivery]) -> Sorted:
+        """Decode the batch; what no handler here takes is passed over, unread if its
+        `event-type` header says so."""
+        found = Sorted()
         for raw, headers in batch:
+            declared = headers.get(EVENT_TYPE_HEADER)
+            if declared and not self.subscriptions.takes(stream, declared):
+                continue
             try:
                 event = self.events.parse(raw)
-            except InvalidEvent as exc:
-                await self._dead_letter(stream, raw, exc.event, str(exc), attempts=0)
+            except UnknownEvent as exc:
+                if self.subscriptions.takes(stream, exc.event.type):
+                    found.held.append((Incoming(exc.event, raw, headers, []), str(exc)))
                 continue
-            if self.subscriptions.takes(stream, event.type):  # else none takes its type
+            except InvalidEvent as exc:
+                if exc.event is None or self.subscriptions.takes(stream, exc.event.type):
+                    found.rejected.append(Rejected(raw, exc.event, str(exc)))
+                continue
+            if self.subscriptions.takes(stream, event.type):
                 handlers = self.subscriptions.handlers(stream, event.type)
-                incoming.append(Incoming(event, raw, headers, handlers))
-        return incoming
+                found.incoming.append(Incoming(event, raw, headers, handlers))
+        return found
 
-    async def _apply_once_running(self, stream: str, incoming: list[Incoming]) -> Outcome:
-        """Apply the batch, waiting (up to PAUSE_WAIT_SECONDS) while a rebuild runs."""
-        waited_until = time.monotonic() + PAUSE_WAIT_SECONDS
+    async def _apply_waiting(
+        self, stream: str, incoming: list[Incoming], deadline: float
+    ) -> Outcome:
+        """Apply `incoming`, waiting (up to `deadline`) while a rebuild runs or while the
+        database does not answer; past it, the batch goes back to the broker."""
+        if not incoming:
+            return Outcome()
+        answering_failures = 0
         while True:
+            # A lost connection that keeps coming back while the database answers pings
+            # is the event's own doing (a handler's), not the database's.
+            lost_is_down = answering_failures < RETRIES_WHILE_ANSWERING
             try:
-                return await self._apply(stream, incoming)
+                return await self._apply_or_each_alone(stream, incoming, lost_is_down)
             except Paused:
-                if time.monotonic() > waited_until:
-                    raise
+                if time.monotonic() > deadline:
+                    raise  # still paused: the broker delivers the batch again
                 await asyncio.sleep(0.5)
+            except _DatabaseDown as down:
+                cause = down.__cause__
+                if await self._database_answers():
+                    answering_failures += 1  # a connection lost, and it answers again
+                    continue
+                log.warning("the database does not answer (%r); %s waits", cause, stream)
+                if not await self._wait_for_database(deadline):
+                    raise DatabaseUnavailable(
+                        f"the database does not answer: {cause!r}; delivered again later"
+                    ) from cause
+
+    async def _apply_or_each_alone(
+        self, stream: str, incoming: list[Incoming], lost_is_down: bool
+    ) -> Outcome:
+        """The batch in one transaction; if that fails, each event alone, so one bad event
+        cannot hold back the others. A lost database raises _DatabaseDown instead."""
+        try:
+            return await self._apply(stream, incoming)
+        except Paused:
+            raise
+        except Exception as exc:
+            if await self._lost_database(exc, lost_is_down):
+                raise _DatabaseDown from exc
+            if len(incoming) == 1:
+                return Outcome(failed=[(incoming[0], repr(exc))])
+            log.warning("a batch of %d failed (%r); one at a time", len(incoming), exc)
+        outcome = Outcome()
+        for item in incoming:
+            try:
+                outcome.add(await self._apply(stream, [item]))
+            except Paused:
+                raise
+            except Exception as exc:
+                if await self._lost_database(exc, lost_is_down):
+                    raise _DatabaseDown from exc
+                outcome.failed.append((item, repr(exc)))
+        return outcome
+
+    async def _lost_database(self, exc: BaseException, lost_is_down: bool) -> bool:
+        """Whether `exc` is the database's, not the event's: a lost connection or a
+        timeout (when `lost_is_down`), or any error while the database does not answer."""
+        return (lost_is_down and database_unavailable(exc)) or not await self._database_answers()
+
+    async def _database_answers(self) -> bool:
+        try:
+            await asyncio.wait_for(self.db.ping(), timeout=2.0)
+        except Exception:
+            return False
+        return True
+
+    async def _wait_for_database(self, deadline: float) -> bool:
+        """Wait, backing off, until the database answers (True) or `deadline` passes."""
+        pause = 0.2
+        while True:
+            if await self._database_answers():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, 5.0)
 
     async def _apply(self, stream: str, incoming: list[Incoming]) -> Outcome:
         """Every handler that takes each event, and the inbox rows, in one transaction."""
@@ -245,11 +388,11 @@ class Consumer:
             if not self.replay:
                 await check_running(session)
             seen = await _seen(session, [str(item.event.id) for item in incoming])
-            # Order per aggregate: only where this service sees every type of the stream,
-            # since a type it does not take never arrives to advance the position.
             positions = None
-            if self.subscriptions.types(stream) is None:
-                positions = await Positions.load(session, stream, [i.event for i in incoming])
+            if self._ordered(stream):
+                positions = await Positions.load(
+                    session, stream, [i.event for i in incoming], self._opening()
+                )
             processed = []
             # An aggregate's events in sequence order, whatever order they came in.
             for item in sorted(incoming, key=lambda i: i.event.sequence or 0):
@@ -257,9 +400,12 @@ class Consumer:
                 if event_id in seen:
                     outcome.duplicates += 1
                     continue
+                if positions is not None and HELD_SINCE_HEADER in item.headers:
+                    positions.release(item.event)  # held before, known now
                 turn = positions.take_turn(item.event) if positions else Turn.NEXT
                 if turn is Turn.NOT_YET and positions is not None:
-                    outcome.not_due.append((item, positions.waiting_for(item.event)))
+                    reason = positions.waiting_for(item.event)
+                    outcome.not_due.append((item, reason, positions.wait_until(item.event)))
                     continue
                 seen.add(event_id)
                 processed.append(_inbox_row(item.event, stream))
@@ -278,12 +424,40 @@ class Consumer:
                     await subscription.handler(events, session)  # type: ignore[arg-type]
             if processed:
                 await session.execute(insert(ProcessedEvent), processed)
+            # Held events a deploy now knows leave the dead letters with their apply.
+            held = [str(i.event.id) for i in outcome.applied if HELD_SINCE_HEADER in i.headers]
+            if held:
+                await session.execute(delete(DeadLetter).where(DeadLetter.event_id.in_(held)))
         return outcome
+
+    def _opening(self) -> timedelta:
+        """How long a position opened at an aggregate's first event seen (not its #1) stays
+        tentative. A replay reads a publisher's whole feed in order, and without retries
+        nothing can wait: there it stands at once."""
+        if self.replay or not self.transport.config.retry_tiers:
+            return timedelta(0)
+        return timedelta(seconds=self.transport.config.first_event_wait_seconds)
+
+    async def _see(self, stream: str, event: Envelope | None, held_until: float = 0) -> None:
+        """Note in its aggregate's position that `event` came, though it was not applied, so
+        the position does not open later than it (and, if held, its later events wait)."""
+        if event is None or event.aggregate_id is None or event.sequence is None:
+            return
+        if not self._ordered(stream):
+            return
+        async with self.db.transaction() as session:
+            positions = await Positions.load(session, stream, [event], self._opening())
+            if held_until:
+                positions.hold(event, datetime.fromtimestamp(held_until, UTC))
+            else:
+                positions.see(event)
 
     async def _failed(self, stream: str, item: Incoming, error: str, waiting: bool = False) -> None:
         """Retry `item` later through the broker, or dead-letter it once retries run out."""
         attempt = item.attempts + 1
         event = item.event
+        if not waiting:
+            await self._see(stream, event)
         if self.replay or attempt > self.transport.config.max_retries:
             if not waiting:
                 log.error("giving up on %s %s: %s", event.type, event.id, error)
@@ -297,6 +471,63 @@ class Consumer:
         await self.transport.publish_retry(
             stream, item.raw, headers, key=event.aggregate_id or "", delay=delay
         )
+
+    async def _postpone(self, stream: str, item: Incoming, until: datetime) -> None:
+        """Give `item` back after the shortest retry delay that reaches `until` (else the
+        longest), spending no attempt."""
+        remaining = (until - clock.utcnow()).total_seconds()
+        tiers = self.transport.config.retry_tiers
+        delay = next((tier for tier in tiers if tier >= remaining), tiers[-1])
+        await self.transport.publish_retry(
+            stream, item.raw, dict(item.headers), key=item.event.aggregate_id or "", delay=delay
+        )
+
+    async def _hold(self, stream: str, item: Incoming, reason: str) -> None:
+        """An event this service does not know yet: retried on the longest delay until a
+        deploy knows it, its aggregate's later events waiting with it; dead-lettered once
+        `unknown_event_hold_seconds` have passed since it was first held."""
+        event, config = item.event, self.transport.config
+        now = clock.now()
+        given = item.headers.get(HELD_SINCE_HEADER, "")
+        since = min(float(given), now) if EPOCH.fullmatch(given) else now
+        if self.replay:
+            raise NotKnownHere(f"{reason}: deploy this service with the events it lacks first")
+        if not config.retry_tiers or now - since >= config.unknown_event_hold_seconds:
+            held = f"; held {now - since:.0f} s" if now > since else ""
+            await self._see(stream, event)
+            await self._dead_letter(
+                stream,
+                item.raw,
+                event,
+                f"{reason}{held}: deploy this service with the events it lacks, then replay",
+                attempts=item.attempts,
+            )
+            return
+        until = since + config.unknown_event_hold_seconds
+        await self._see(stream, event, held_until=until)
+        if since == now:
+            log.warning(
+                "holding %s %s: %s (consumers go first when a new event type or version "
+                "is deployed)",
+                event.type,
+                event.id,
+                reason,
+            )
+            held = (
+                f"{reason}; held: retried every {config.retry_tiers[-1]:g} s until a deploy "
+                f"of this service knows it, dead-lettered for good at "
+                f"{datetime.fromtimestamp(until, UTC).isoformat(timespec='seconds')}"
+            )
+            await self._list_dead_letter(stream, item.raw, event, held, attempts=item.attempts)
+        EVENTS_HELD.labels(stream=stream, type=event.type).inc()
+        headers = {**item.headers, HELD_SINCE_HEADER: f"{since:.3f}"}
+        await self.transport.publish_retry(
+            stream, item.raw, headers, key=event.aggregate_id or "", delay=config.retry_tiers[-1]
+        )
+
+    async def _reject(self, stream: str, rejected: Rejected) -> None:
+        await self._see(stream, rejected.event)
+        await self._dead_letter(stream, rejected.raw, rejected.event, rejected.reason, attempts=0)
 
     async def _dead_letter(
         self, stream: str, raw: bytes, event: Envelope | None, error: str, *, attempts: int
@@ -313,6 +544,21 @@ class Consumer:
         }
         # The broker's dead letters first: if that fails the message is redelivered.
         await self.transport.publish_dead_letter(raw, headers, key=key)
+        await self._list_dead_letter(stream, raw, event, error, attempts=attempts, at=failed_at)
+        EVENTS_DEAD_LETTERED.labels(stream=stream).inc()
+
+    async def _list_dead_letter(
+        self,
+        stream: str,
+        raw: bytes,
+        event: Envelope | None,
+        error: str,
+        *,
+        attempts: int,
+        at: datetime | None = None,
+    ) -> None:
+        """The entry `GET /dlq` shows: one per event, a repeat refreshing it."""
+        key = (event.aggregate_id if event else None) or ""
         async with self.db.transaction() as session:
             if event is not None:  # one entry per event: a repeat failure refreshes it
                 earlier = delete(DeadLetter).where(DeadLetter.event_id == str(event.id))
@@ -325,11 +571,10 @@ class Consumer:
                     key=key,
                     error=error,
                     attempts=attempts,
-                    failed_at=failed_at,
+                    failed_at=at or datetime.now(UTC),
                     payload=raw,
                 )
             )
-        EVENTS_DEAD_LETTERED.labels(stream=stream).inc()
 
 
 async def _seen(session: AsyncSession, event_ids: list[str]) -> set[str]:

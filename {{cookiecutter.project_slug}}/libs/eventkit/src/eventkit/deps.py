@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
+from eventkit import pause
 from eventkit.kit import ServiceKit
 
 
@@ -30,3 +31,16 @@ def require_admin(kit: Kit, authorization: Annotated[str | None, Header()] = Non
     # Compared as bytes: compare_digest refuses non-ASCII text, and any input must get a 403.
     if not hmac.compare_digest(given.encode(), token.encode()):
         raise HTTPException(403, detail="admin call: wrong admin token")
+
+
+async def require_whole_read_model(kit: Kit) -> None:
+    """503 with the reason while a rebuild runs, or after one failed until one succeeds:
+    a partial read model would answer wrongly (a 404 for what is not replayed yet)."""
+    reason = await pause.unavailable(kit.db)
+    if reason is not None:
+        raise HTTPException(503, detail=reason)
+
+
+READ_MODEL = Depends(require_whole_read_model)
+"""The dependency of every route that reads the service's read model (a rebuild refills
+it): `APIRouter(dependencies=[READ_MODEL])`, or `dependencies=[READ_MODEL]` on a route."""

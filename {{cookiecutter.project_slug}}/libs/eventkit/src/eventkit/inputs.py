@@ -32,7 +32,8 @@ IdInPath = Annotated[str, Path(min_length=1, max_length=100, pattern=NO_CONTROL_
 IdInQuery = Annotated[
     str | None, Query(min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS)
 ]
-Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many items.")]
+MAX_LIMIT = 1000
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many items.")]
 DEFAULT_LIMIT = 100
 PositionAfter = Annotated[
     int, Query(ge=0, le=MAX_POSITION, description="Continue after this position.")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,7 +20,7 @@ from eventkit.consumer import Consumer
 from eventkit.db import Database
 from eventkit.envelope import Envelope
 from eventkit.inbox import ProcessedEvent
-from eventkit.metrics import BROKER_UP
+from eventkit.metrics import BROKER_UP, RETRY_POLICY
 from eventkit.migrations import upgrade_async
 from eventkit.outbox import OutboxMessage, OutboxRelay
 from eventkit.roster import Roster, ServiceSpec
@@ -53,11 +54,15 @@ class ServiceKit:
     ) -> None:
         self.settings = settings
         self.workers = list(workers)
+        delays = ",".join(f"{delay:g}" for delay in settings.RETRY_DELAYS_SECONDS)
+        RETRY_POLICY.info(
+            {"max_retries": str(settings.MAX_RETRIES), "retry_delays_seconds": delays}
+        )
         self.roster = roster
         self.spec: ServiceSpec = roster.service(settings.SERVICE_NAME)
         _check_against_roster(self.spec, subscriptions)
         self.migrations = migrations
-        self.db = Database(settings.database_url)
+        self.db = Database(settings.database_url, settings.DATABASE_COMMAND_TIMEOUT_SECONDS)
         self.transport: Transport = transport or create_transport(settings)
         self.relay = OutboxRelay(
             self.db,
@@ -85,6 +90,8 @@ class ServiceKit:
         self.connected = asyncio.Event()
         self.broker_up = False
         self.rebuilding = asyncio.Lock()  # one rebuild at a time in this process
+        # How a rebuild reaches the feeds; None: the network (the simulation sets its own).
+        self.feed_transport: httpx.AsyncBaseTransport | None = None
         self._connector: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
@@ -142,7 +149,7 @@ class ServiceKit:
                 await self.transport.start()
                 break
             except Exception as exc:  # the broker is not there yet
-                log.warning("broker not reachable (%r); retrying in %.1fs", exc, delay)
+                log.warning("could not start on the broker (%r); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.connected.set()

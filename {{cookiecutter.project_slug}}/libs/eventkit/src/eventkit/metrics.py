@@ -1,6 +1,6 @@
 """Prometheus metrics shared by every service (served on /metrics)."""
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 EVENTS_PUBLISHED = Counter(
     "eventkit_events_published_total", "Events published to the broker", ["stream", "type"]
@@ -39,3 +39,11 @@ EVENTS_WAITING = Counter(
     "Events that arrived before an earlier one of their aggregate, and were retried",
     ["stream"],
 )
+EVENTS_HELD = Counter(
+    "eventkit_events_held_total",
+    "Events of a type or version this service does not know yet, retried later",
+    ["stream", "type"],
+)
+# What a running service retries with, for tests and people who did not start it: the fault
+# suite's expected attempts come from here, not from its own environment.
+RETRY_POLICY = Info("eventkit_retry", "MAX_RETRIES and RETRY_DELAYS_SECONDS of this process")

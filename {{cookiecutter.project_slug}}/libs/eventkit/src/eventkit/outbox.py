@@ -6,8 +6,6 @@ it returns. Delivery is at-least-once, so consumers deduplicate by event id (inb
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -24,6 +22,7 @@ from eventkit import tracing
 from eventkit.db import Base, Database, Leadership
 from eventkit.envelope import Envelope
 from eventkit.metrics import EVENTS_PUBLISHED, OUTBOX_LAG_SECONDS, OUTBOX_PENDING, RELAY_LEADER
+from eventkit.poller import Poller
 from eventkit.settings import default
 from eventkit.transports import Outgoing, Transport
 
@@ -87,59 +86,40 @@ class OutboxRelay:
         self.publish_timeout = publish_timeout
         self.batch_size = batch_size
         self.leadership = Leadership(db, "eventkit-outbox-relay")
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self.poller = Poller("outbox-relay", self.run_once, poll_seconds, between=self._gauges)
         self._measured_at = 0.0
 
     def wake(self) -> None:
         """Called after a commit that added events, so they leave without waiting for a poll."""
-        self._wake.set()
+        self.poller.wake()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        self.poller.start()
 
     async def stop(self) -> None:
-        """Let the current batch finish, then end; cancelling mid-wait is racy on Python 3.11."""
-        if self._task is None:
-            return
-        self._stopping = True
-        self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.poller.stop()
         await self.leadership.release()
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                leads = await self.leadership.held()
-                RELAY_LEADER.set(1 if leads else 0)
-                # A full batch may have more behind it; a short one emptied the outbox.
-                while (
-                    leads and not self._stopping and await self.publish_pending() >= self.batch_size
-                ):
-                    pass
-            except Exception:  # broker or database down: keep the rows, try again later
-                log.warning("outbox relay could not publish; retrying", exc_info=True)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if self._stopping or (task is not None and task.cancelling()):
-                    raise
-                # A send cancelled under us (the client reconnecting): keep going.
-                log.warning("outbox relay: a send was cancelled; retrying")
-            # The gauges cost a query: once a poll interval is enough.
-            if time.monotonic() - self._measured_at >= self.poll_seconds:
-                self._measured_at = time.monotonic()
-                with contextlib.suppress(Exception):
-                    await self.measure()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_seconds):
-                    await self._wake.wait()
-            self._wake.clear()
+    async def run_once(self) -> None:
+        """One round: if this process leads, publish until the outbox is empty.
+
+        The poller runs it after each wake or poll; the pipeline simulation
+        (tests/simulation) calls it step by step.
+        """
+        # A full batch may have more behind it; a short one emptied the outbox. The lead is
+        # asked again before each batch: once lost, another replica may hold it, and
+        # publishing on would send its rows twice and out of order.
+        while not self.poller.stopping:
+            leads = await self.leadership.held()
+            RELAY_LEADER.set(1 if leads else 0)
+            if not leads or await self.publish_pending() < self.batch_size:
+                break
+
+    async def _gauges(self) -> None:
+        """The gauges cost a query: once a poll interval is enough."""
+        if time.monotonic() - self._measured_at >= self.poll_seconds:
+            self._measured_at = time.monotonic()
+            await self.measure()
 
     async def resend_since(self, since: datetime) -> int:
         """Mark events sent since `since` as pending again; returns how many."""

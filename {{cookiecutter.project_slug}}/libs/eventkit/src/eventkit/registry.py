@@ -40,6 +40,16 @@ class InvalidEvent(ValueError):
         self.event = event  # the envelope, when the message was one
 
 
+class UnknownEvent(InvalidEvent):
+    """An event of a type, or a version, this registry does not know yet: its publisher was
+    deployed before this consumer. The next deploy may know it, so it is retried for a
+    while rather than dead-lettered at once."""
+
+    def __init__(self, reason: str, event: Envelope) -> None:
+        super().__init__(reason, event)
+        self.event: Envelope = event
+
+
 class EventRegistry:
     """The event types of a system and the upcasters that lift old versions to current."""
 
@@ -78,10 +88,10 @@ class EventRegistry:
         """Upcast `event` to the current version of its type and validate its data."""
         known = self._types.get(event.type)
         if known is None:
-            raise InvalidEvent(f"unknown event type {event.type!r}", event)
+            raise UnknownEvent(f"unknown event type {event.type!r}", event)
         data, version = dict(event.data), event.version
         if version > known.version:
-            raise InvalidEvent(
+            raise UnknownEvent(
                 f"{event.type} version {version} is newer than {known.version}", event
             )
         while version < known.version:

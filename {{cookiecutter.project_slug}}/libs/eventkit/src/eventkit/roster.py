@@ -74,8 +74,9 @@ def dead_letter_stream(service: str) -> str:
     return f"dlq.{service}"
 
 
-def service_queue(service: str, stream: str) -> str:
-    """The RabbitMQ queue through which `service` reads `stream`."""
+def stream_subscription(service: str, stream: str) -> str:
+    """What `service` reads `stream` through: its RabbitMQ queue, or its Kafka consumer group
+    (one group per stream, so each group's members all read the same topic)."""
     return f"{service}.{stream}"
 
 

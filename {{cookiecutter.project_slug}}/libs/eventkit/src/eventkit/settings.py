@@ -52,11 +52,27 @@ class ServiceSettings(BaseSettings):
         "alone, no broker.",
     )
     BROKER_URL: str = Field(
-        "", description="Unset: that broker on this machine (localhost:9092, or guest@localhost)."
+        "",
+        description="Where the broker answers; unset: the default shown, this project's "
+        "broker on this machine (memory:// with BROKER=memory).",
+        json_schema_extra={"default_from": "LOCAL_BROKER_URLS"},
     )
     DATABASE_URL: str = Field(
         "",
         description="Unset: a SQLite file under var/; postgresql+asyncpg://... for PostgreSQL.",
+    )
+
+    DATABASE_COMMAND_TIMEOUT_SECONDS: float = Field(
+        60.0,
+        gt=0,
+        description="A database statement that waits (for a lock) or runs longer than this "
+        "fails, so a stuck server holds nothing for ever.",
+    )
+
+    MAX_REQUEST_BODY_BYTES: int = Field(
+        1_048_576,
+        ge=1,
+        description="A request body above this many bytes gets 413 before it is read.",
     )
 
     MAX_RETRIES: int = Field(
@@ -68,6 +84,20 @@ class ServiceSettings(BaseSettings):
         description="Wait before retry 1, 2, ... (comma-separated; the last repeats). A "
         "waiting event leaves its stream free; an event whose aggregate's earlier event has "
         "not arrived waits the same way.",
+    )
+    FIRST_EVENT_WAIT_SECONDS: float = Field(
+        30.0,
+        ge=0,
+        description="An aggregate's first event a consumer sees, when it is not the "
+        "aggregate's #1, waits this long for earlier ones still on their way; then its "
+        "position opens there (the earlier ones predate the consumer).",
+    )
+    UNKNOWN_EVENT_HOLD_SECONDS: float = Field(
+        86400.0,
+        ge=0,
+        description="An event of a type or version a consumer does not know yet (its "
+        "publisher was deployed first) is listed in the dead letters at once and retried "
+        "this long, its aggregate's later events waiting with it, before it stays there.",
     )
     CONSUMER_BATCH_SIZE: int = Field(
         200, description="The most events a consumer applies in one transaction."
@@ -138,7 +168,8 @@ class ServiceSettings(BaseSettings):
     )
     GROUP_ID: str | None = Field(
         None,
-        description="Kafka: the consumer group; unset: the service's name.",
+        description="Kafka: what the service's consumer groups are named after "
+        "(`<GROUP_ID>.<stream>`, one per stream); unset: the service's name.",
         json_schema_extra={"broker": "kafka"},
     )
     AUTO_OFFSET_RESET: Literal["earliest", "latest"] = Field(
@@ -159,6 +190,19 @@ class ServiceSettings(BaseSettings):
     DEAD_LETTER_MAX_LENGTH: int = Field(
         100_000,
         description="RabbitMQ: the most dead letters a dlq.<service> queue keeps.",
+        json_schema_extra={"broker": "rabbitmq"},
+    )
+    QUEUE_TYPE: Literal["quorum", "classic"] = Field(
+        "quorum",
+        description="RabbitMQ: the type of every queue a service declares: quorum "
+        "(replicated over a cluster's nodes) or classic; the same for every service.",
+        json_schema_extra={"broker": "rabbitmq"},
+    )
+    DELIVERY_LIMIT: int = Field(
+        20,
+        ge=1,
+        description="RabbitMQ, quorum queues: deliveries of a message handed back "
+        "unapplied (its consumer crashed on it) before it goes to the dead-letter queue.",
         json_schema_extra={"broker": "rabbitmq"},
     )
     PREFETCH_COUNT: int = Field(

@@ -3,10 +3,15 @@
 A stream may have any number of handlers; each may name the event types it takes. A
 handler registered with `on_batch` instead takes all of a batch's events at once (after
 the inbox and the order check), for projections that fold many events into one write.
+
+A service has one `Subscriptions`, the one handed to `create_service`. A second one made at
+the top of the same module would take the first one's name and leave its handlers behind,
+never to run, without a word; so it is refused there, naming the one to add handlers to.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +40,9 @@ class Subscriptions:
     they project into (a rebuild empties those and replays the streams into them)."""
 
     def __init__(self, read_models: Sequence[type[Any]] = ()) -> None:
+        caller = sys._getframe(1)
+        if caller.f_code.co_name == "<module>":  # one made inside a function is its caller's
+            _refuse_a_second(caller.f_globals)
         self.subscriptions: list[Subscription] = []
         self.read_models = list(read_models)
 
@@ -88,3 +96,14 @@ class Subscriptions:
                     return None
                 taken |= sub.types
         return frozenset(taken)
+
+
+def _refuse_a_second(module: dict[str, Any]) -> None:
+    """Raise when the module being imported holds a Subscriptions already."""
+    for name, value in module.items():
+        if isinstance(value, Subscriptions):
+            raise ValueError(
+                f"{module.get('__name__')} has its Subscriptions already (`{name}`), and a "
+                f"service has one: add handlers to it with @{name}.on_message(...) instead "
+                "of making another, which would silently drop the handlers above it"
+            )

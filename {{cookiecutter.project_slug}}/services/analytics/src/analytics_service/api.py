@@ -8,8 +8,9 @@ from sqlalchemy import select
 
 from analytics_service.models import EventCount, Revenue
 from eventkit import Kit
+from eventkit.deps import READ_MODEL
 
-router = APIRouter(tags=["analytics"])
+router = APIRouter(tags=["analytics"], dependencies=[READ_MODEL])
 
 
 class Stats(BaseModel):

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from billing_service.models import Account, Invoice
 from contracts import BILLING_EVENTS
 from eventkit import Kit, add_to_outbox, new_event
+from eventkit.deps import READ_MODEL
 from eventkit.inputs import (
     DEFAULT_LIMIT,
     IdAfter,
@@ -51,7 +52,8 @@ class InvoiceOut(BaseModel):
     issued_at: datetime
 
 
-@router.get("/accounts/{user_id}", response_model=AccountOut)
+# Accounts are the read model (a rebuild refills them); invoices are billing's own.
+@router.get("/accounts/{user_id}", response_model=AccountOut, dependencies=[READ_MODEL])
 async def get_account(user_id: IdInPath, kit: Kit) -> AccountOut:
     async with kit.db.sessions() as session:
         account = await session.get(Account, user_id)
@@ -73,7 +75,7 @@ async def get_account(user_id: IdInPath, kit: Kit) -> AccountOut:
     )
 
 
-@router.post("/invoices", status_code=201, response_model=InvoiceOut)
+@router.post("/invoices", status_code=201, response_model=InvoiceOut, dependencies=[READ_MODEL])
 async def issue_invoice(body: NewInvoice, kit: Kit) -> InvoiceOut:
     async with kit.transaction() as session:
         account = await session.get(Account, body.user_id)

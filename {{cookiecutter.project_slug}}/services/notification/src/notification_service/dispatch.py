@@ -1,112 +1,107 @@
-"""Sending the emails that committed notifications call for, once each.
+"""Sending the emails that committed notifications call for, each marked as it leaves.
 
-A handler records a notification (with `sent_at` unset) in the transaction that applies
-its event; only after that commits does this dispatcher send the email and mark the row
-sent. A failed commit, a retry or a duplicate delivery therefore sends nothing twice;
-while SMTP is down the rows wait and are sent when it is back. With replicas on
-PostgreSQL each row is locked while it is sent (`FOR UPDATE SKIP LOCKED`), so one replica
-sends it. A crash between sending and marking can send one email again: at-least-once.
+A handler records a notification and its delivery (`waiting`) in the transaction that
+applies its event; only after that commits does this dispatcher send the email. Each email
+is taken, sent and marked `sent` in a transaction of its own, so a failed commit, a retry
+or a duplicate delivery sends nothing twice, and a crash between sending and marking sends
+that one email again: delivery is at-least-once. With replicas on PostgreSQL the row is
+locked while it is sent (`FOR UPDATE SKIP LOCKED`), so one replica sends it.
+
+A refused email (sender.Refused: a 5xx for its recipient or content) is marked `failed`
+with the reason and the next one goes; any other error (SMTP down, a timeout, a 4xx)
+leaves it `waiting`, and the dispatcher tries again after `poll_seconds`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import select, update
+from prometheus_client import Counter
+from sqlalchemy import select
 
 from eventkit.db import Database
-from notification_service.models import Notification
-from notification_service.sender import Message, Sender
+from eventkit.kit import ServiceKit
+from eventkit.poller import Poller
+from notification_service.models import FAILED, SENT, WAITING, Delivery
+from notification_service.sender import Message, Refused, Sender
 
 log = logging.getLogger(__name__)
 
+EMAILS = Counter(
+    "notification_emails_total",
+    "Emails handed to the mail server (sent), or refused by it for good (refused)",
+    ["outcome"],
+)
+
 
 @dataclass(frozen=True)
-class Delivery:
-    """How the notifications a handler records leave: by `channel`, after their commit.
+class Channel:
+    """Where the notifications a handler records go out (`name`), and how the dispatcher
+    hears, once their transaction commits, that there is mail."""
 
-    A rebuild replays history with `replay=True`: its rows are recorded as already sent.
-    """
-
-    channel: str
+    name: str
     wake: Callable[[], None] = field(default=lambda: None)
-    replay: bool = False
 
 
 class EmailDispatcher:
+    """The service's worker (eventkit.kit.Worker): woken by each commit that recorded mail."""
+
     def __init__(self, sender: Sender, poll_seconds: float = 1.0, batch: int = 100) -> None:
         self.sender = sender
-        self.poll_seconds = poll_seconds
         self.batch = batch
         self.db: Database | None = None
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.poller = Poller("email-dispatcher", self._send_all, poll_seconds)
 
-    def delivery(self) -> Delivery:
-        return Delivery(self.sender.channel, wake=self._wake.set)
+    def channel(self) -> Channel:
+        return Channel(self.sender.channel, wake=self.poller.wake)
 
-    def start(self, kit: Any) -> None:
+    def start(self, kit: ServiceKit) -> None:
         self.db = kit.db
-        self._task = asyncio.create_task(self._run(), name="email-dispatcher")
+        self.poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.poller.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                while await self.send_pending():
-                    pass
-            except Exception:  # SMTP or the database down: the rows wait
-                log.warning("could not send pending emails; retrying", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_seconds):
-                    await self._wake.wait()
-            self._wake.clear()
+    async def _send_all(self) -> None:
+        while not self.poller.stopping and await self.send_pending():
+            pass
 
     async def send_pending(self) -> int:
-        """Send one batch of unsent notifications; returns how many were sent.
+        """Send up to `batch` waiting emails, oldest first; returns how many were settled
+        (sent or refused). An error other than a refusal stops the round and is raised."""
+        settled = 0
+        while settled < self.batch and await self.send_one():
+            settled += 1
+        return settled
 
-        The batch's rows are claimed (locked) in one transaction and marked sent with one
-        UPDATE when its emails have left; if SMTP fails midway, those already sent are
-        still marked, and the rest wait for the next round.
-        """
+    async def send_one(self) -> bool:
+        """Send the oldest waiting email no other replica holds, and mark it; False if none."""
         assert self.db is not None, "start() first"
-        failure: Exception | None = None
-        sent: list[str] = []
+        outcome = "sent"
         async with self.db.transaction() as session:
-            rows = await session.scalars(
-                select(Notification)
-                .where(Notification.sent_at.is_(None))
-                .order_by(Notification.created_at)
-                .limit(self.batch)
+            delivery = await session.scalar(
+                select(Delivery)
+                .where(Delivery.state == WAITING)
+                .order_by(Delivery.created_at, Delivery.event_id)
+                .limit(1)
                 .with_for_update(skip_locked=True)
             )
-            for row in rows:
-                try:
-                    await self.sender.send(
-                        Message(to=row.recipient, subject=row.subject, body=row.subject)
-                    )
-                except Exception as exc:
-                    failure = exc
-                    break
-                sent.append(row.id)
-            if sent:
-                await session.execute(
-                    update(Notification)
-                    .where(Notification.id.in_(sent))
-                    .values(sent_at=datetime.now(UTC))
-                    .execution_options(synchronize_session=False)
-                )
-        if failure is not None:
-            raise failure
-        return len(sent)
+            if delivery is None:
+                return False
+            message = Message(
+                to=delivery.recipient, subject=delivery.subject, body=delivery.subject
+            )
+            try:
+                await self.sender.send(message)
+            except Refused as exc:
+                outcome = "refused"
+                delivery.state, delivery.failure = FAILED, str(exc)[:2000]
+                # The reason may name the address: it is on /notifications, not in the log.
+                log.warning("the email for event %s was refused for good", delivery.event_id)
+            else:
+                delivery.state, delivery.sent_at = SENT, datetime.now(UTC)
+        EMAILS.labels(outcome=outcome).inc()
+        return True

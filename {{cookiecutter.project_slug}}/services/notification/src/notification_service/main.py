@@ -6,7 +6,7 @@ from contracts import ROSTER
 from eventkit import create_service
 from eventkit.transports import Transport
 from notification_service.api import router
-from notification_service.dispatch import Delivery, EmailDispatcher
+from notification_service.dispatch import EmailDispatcher
 from notification_service.handlers import build_subscriptions
 from notification_service.sender import Sender, sender_for
 from notification_service.settings import Settings
@@ -19,14 +19,12 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     dispatcher = EmailDispatcher(sender or sender_for(settings))
-    # A rebuild replays history into the read model without sending anything again.
-    replay = Delivery(dispatcher.sender.channel, replay=True)
+    # A rebuild replays through the same handlers: each email's delivery state outlives it.
     return create_service(
         settings,
         ROSTER,
         [router],
-        build_subscriptions(dispatcher.delivery()),
+        build_subscriptions(dispatcher.channel()),
         transport=transport,
-        replay_subscriptions=build_subscriptions(replay),
         workers=[dispatcher],
     )

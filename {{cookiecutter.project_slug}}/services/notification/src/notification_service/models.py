@@ -1,12 +1,15 @@
-"""Notification's read model: who to write to, and what was sent."""
+"""Notification's tables: the read model (who to write to, what was notified) and the
+delivery state of each email, which a rebuild keeps."""
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from eventkit.db import Base
+
+WAITING, SENT, FAILED = "waiting", "sent", "failed"
 
 
 class Recipient(Base):
@@ -28,5 +31,22 @@ class Notification(Base):
     subject: Mapped[str] = mapped_column(String(300))
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     created_at: Mapped[datetime] = mapped_column()
-    # Unset until its email has gone out (dispatch.py).
-    sent_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class Delivery(Base):
+    """One email to send, by the event that called for it: written with its notification,
+    and never emptied by a rebuild, so what was sent stays sent and what was not is still
+    sent (dispatch.py). It holds what to send, so it needs nothing of the read model."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_state_created_at", "state", "created_at"),)
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column()
+    state: Mapped[str] = mapped_column(String(10))  # WAITING, SENT or FAILED
+    sent_at: Mapped[datetime | None] = mapped_column()
+    # Why it failed: a permanent refusal (e.g. "550 5.1.1 no such mailbox").
+    failure: Mapped[str | None] = mapped_column(Text)

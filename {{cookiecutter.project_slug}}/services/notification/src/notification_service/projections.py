@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from sqlalchemy import event as orm_event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit import Envelope
-from notification_service.dispatch import Delivery
-from notification_service.models import Notification, Recipient
+from notification_service.dispatch import Channel
+from notification_service.models import WAITING, Delivery, Notification, Recipient
 
 
-async def apply_user_event(session: AsyncSession, event: Envelope, delivery: Delivery) -> None:
+async def apply_user_event(session: AsyncSession, event: Envelope, channel: Channel) -> None:
     data = event.data
     if event.type == "UserCreated":
         recipient = Recipient(user_id=data["user_id"], name=data["name"], email=data["email"])
         session.add(recipient)
-        await _notify(session, delivery, event, recipient, "welcome", f"Welcome, {recipient.name}!")
+        await _notify(session, channel, event, recipient, "welcome", f"Welcome, {recipient.name}!")
         return
     recipient = await _recipient(session, data["user_id"], event)
     match event.type:
@@ -24,18 +25,18 @@ async def apply_user_event(session: AsyncSession, event: Envelope, delivery: Del
         case "EmailChanged":
             recipient.email = data["new_email"]
             await _notify(
-                session, delivery, event, recipient, "email_changed", "Your email address changed"
+                session, channel, event, recipient, "email_changed", "Your email address changed"
             )
         case "UserDeactivated":
             await _notify(
-                session, delivery, event, recipient, "goodbye", f"Goodbye, {recipient.name}"
+                session, channel, event, recipient, "goodbye", f"Goodbye, {recipient.name}"
             )
 
 
-async def apply_invoice_issued(session: AsyncSession, event: Envelope, delivery: Delivery) -> None:
+async def apply_invoice_issued(session: AsyncSession, event: Envelope, channel: Channel) -> None:
     recipient = await _recipient(session, event.data["user_id"], event)
     subject = f"Invoice {event.data['invoice_id']}: {event.data['amount']}"
-    await _notify(session, delivery, event, recipient, "invoice_issued", subject)
+    await _notify(session, channel, event, recipient, "invoice_issued", subject)
 
 
 async def _recipient(session: AsyncSession, user_id: str, event: Envelope) -> Recipient:
@@ -48,23 +49,36 @@ async def _recipient(session: AsyncSession, user_id: str, event: Envelope) -> Re
 
 async def _notify(
     session: AsyncSession,
-    delivery: Delivery,
+    channel: Channel,
     event: Envelope,
     recipient: Recipient,
     kind: str,
     subject: str,
 ) -> None:
+    """Record the notification, and its email as due unless the event already has one.
+
+    A rebuild replays events whose email was sent, is waiting, or was refused: their
+    delivery rows outlive the rebuild and stay as they are. An event whose email was never
+    recorded (it was still in the outbox, a retry or the dead letters) gets one, sent once.
+    """
+    fields = {
+        "channel": channel.name,
+        "recipient": recipient.email,
+        "subject": subject,
+        "created_at": event.timestamp,
+    }
     session.add(
-        Notification(
-            user_id=recipient.user_id,
-            kind=kind,
-            channel=delivery.channel,
-            recipient=recipient.email,
-            subject=subject,
-            event_id=str(event.id),
-            created_at=event.timestamp,
-            sent_at=event.timestamp if delivery.replay else None,
-        )
+        Notification(user_id=recipient.user_id, kind=kind, event_id=str(event.id), **fields)
     )
-    if not delivery.replay:  # the email leaves once this transaction has committed
-        orm_event.listen(session.sync_session, "after_commit", lambda _: delivery.wake(), once=True)
+    delivery = {"event_id": str(event.id), "state": WAITING, **fields}
+    with session.no_autoflush:  # the batch's other rows are inserted together, later
+        await session.execute(_insert_if_absent(session, delivery))
+    # The email leaves once this transaction has committed.
+    orm_event.listen(session.sync_session, "after_commit", lambda _: channel.wake(), once=True)
+
+
+def _insert_if_absent(
+    session: AsyncSession, values: dict[str, object]
+) -> postgresql.Insert | sqlite.Insert:
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(Delivery).values(values).on_conflict_do_nothing()

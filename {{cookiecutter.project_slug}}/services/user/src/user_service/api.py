@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit import Kit
-from eventkit.inputs import IdInPath, text
+from eventkit.inputs import DEFAULT_LIMIT, IdInPath, Limit, PositionAfter, text
 from user_service import store
 from user_service.domain import RuleViolation, User
 from user_service.models import UserEmail
@@ -106,11 +106,14 @@ async def deactivate_user(user_id: IdInPath, kit: Kit, if_match: IfMatch = None)
 
 
 @router.get("/users/{user_id}/events")
-async def user_events(user_id: IdInPath, kit: Kit) -> list[dict[str, Any]]:
+async def user_events(
+    user_id: IdInPath, kit: Kit, after: PositionAfter = 0, limit: Limit = DEFAULT_LIMIT
+) -> list[dict[str, Any]]:
+    """The user's event envelopes, oldest first, a page at a time: `after` a `sequence`."""
     async with kit.db.sessions() as session:
-        events = await store.load(session, user_id)
-    if not events:
-        raise HTTPException(404, detail=f"user {user_id} not found")
+        events = await store.load(session, user_id, after=after, limit=limit)
+        if not events and not await store.exists(session, user_id):
+            raise HTTPException(404, detail=f"user {user_id} not found")
     return [event.model_dump(mode="json") for event in events]
 
 

@@ -15,12 +15,27 @@ from user_service.domain import User
 from user_service.models import StoredEvent
 
 
-async def load(session: AsyncSession, user_id: str, up_to: int | None = None) -> list[Envelope]:
+async def load(
+    session: AsyncSession,
+    user_id: str,
+    up_to: int | None = None,
+    *,
+    after: int = 0,
+    limit: int | None = None,
+) -> list[Envelope]:
+    """The user's events in order: those after version `after` (up to `up_to`), at most `limit`."""
     query = select(StoredEvent).where(StoredEvent.stream_id == user_id)
     if up_to is not None:
         query = query.where(StoredEvent.version <= up_to)
-    rows = (await session.scalars(query.order_by(StoredEvent.version))).all()
+    if after:
+        query = query.where(StoredEvent.version > after)
+    rows = (await session.scalars(query.order_by(StoredEvent.version).limit(limit))).all()
     return [_envelope(row) for row in rows]
+
+
+async def exists(session: AsyncSession, user_id: str) -> bool:
+    query = select(StoredEvent.version).where(StoredEvent.stream_id == user_id).limit(1)
+    return (await session.scalar(query)) is not None
 
 
 async def load_user(session: AsyncSession, user_id: str) -> User | None:

@@ -46,6 +46,11 @@ class DeliveryConfig:
     retry_delays_seconds: tuple[float, ...] = default("RETRY_DELAYS_SECONDS")
     batch_size: int = default("CONSUMER_BATCH_SIZE")
     batch_wait_ms: int = default("CONSUMER_BATCH_WAIT_MS")
+    first_event_wait_seconds: float = default("FIRST_EVENT_WAIT_SECONDS")
+    unknown_event_hold_seconds: float = default("UNKNOWN_EVENT_HOLD_SECONDS")
+    # How long a batch may wait in the consumer (for a rebuild's pause to end, or for the
+    # database to answer again) before it goes back to the broker, to be delivered again.
+    batch_hold_seconds: float = 30.0
 
     def retry_delay(self, attempt: int) -> float:
         """The wait before retry number `attempt` (1-based); the last delay repeats."""
@@ -65,14 +70,23 @@ def delivery_from_settings(settings: ServiceSettings) -> dict[str, Any]:
         "retry_delays_seconds": settings.RETRY_DELAYS_SECONDS,
         "batch_size": settings.CONSUMER_BATCH_SIZE,
         "batch_wait_ms": settings.CONSUMER_BATCH_WAIT_MS,
+        "first_event_wait_seconds": settings.FIRST_EVENT_WAIT_SECONDS,
+        "unknown_event_hold_seconds": settings.UNKNOWN_EVENT_HOLD_SECONDS,
     }
 
 
 class TransportConfig(Protocol):
     max_retries: int
     batch_size: int
+    first_event_wait_seconds: float
+    unknown_event_hold_seconds: float
+    batch_hold_seconds: float
 
     def retry_delay(self, attempt: int) -> float: ...
+
+    @property
+    def retry_tiers(self) -> list[float]:
+        """The distinct delays `publish_retry` takes."""
 
     @property
     def dead_letters(self) -> str:

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
 from faststream.message import StreamMessage
 from faststream.specification import AsyncAPI
 
 from eventkit.envelope import Envelope
-from eventkit.roster import dead_letter_stream, retry_stream
+from eventkit.roster import dead_letter_stream, retry_stream, stream_subscription
 from eventkit.settings import ServiceSettings, default
 from eventkit.transports import (
     BatchHandler,
@@ -116,15 +116,18 @@ class KafkaTransport:
     ) -> None:
         # Kafka has no routing by type: the handler filters (eventkit's consumer does).
         self._handlers[stream] = handler
-        self._batch_subscriber(stream, description=description)(self._on_batch(handler))
+        # A group per stream: one group's members on different topics (two consumers of
+        # one service) rebalanced without end when a replica joined (seen on tansu).
+        group = stream_subscription(self.config.group_id, stream)
+        self._batch_subscriber(stream, group_id=group, description=description)(
+            self._on_batch(handler)
+        )
         if len(self._handlers) == 1:  # this service's retry topics, once
             for delay in self.config.retry_tiers:
                 topic = retry_stream(self.config.group_id, delay)
                 subscriber = self._batch_subscriber(
                     topic,
-                    # A group of its own (named as the topic): members of one group on
-                    # different topics rebalance together at every start.
-                    group_id=topic,
+                    group_id=topic,  # a group of its own, as each stream's
                     description=f"{self.config.group_id}'s events retried after {delay} s",
                     # The consumer waits up to `delay` for a batch to be due.
                     max_poll_interval_ms=max(300_000, int((delay + 60) * 1000)),
@@ -135,17 +138,20 @@ class KafkaTransport:
                 )
                 subscriber(self._on_retry_batch)
 
-    def _batch_subscriber(self, topic: str, *, description: str, **options: Any) -> Any:
-        """A batch subscriber of `topic` in this service's group, committing after each batch."""
+    def _batch_subscriber(
+        self, topic: str, *, group_id: str, description: str, **options: Any
+    ) -> Any:
+        """A batch subscriber of `topic` in consumer group `group_id`, committing after each
+        batch."""
         self._topics.append(topic)
         settings: dict[str, Any] = {
-            "group_id": self.config.group_id,
             "batch_timeout_ms": self.config.batch_timeout_ms,
             "fetch_max_wait_ms": self.config.fetch_max_wait_ms,
             **options,
         }
         return self.broker.subscriber(
             topic,
+            group_id=group_id,
             auto_offset_reset=self.config.auto_offset_reset,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             batch=True,
@@ -219,8 +225,15 @@ class KafkaTransport:
                     )
                     for t in missing
                 ]
-                with contextlib.suppress(TopicAlreadyExistsError):  # another was quicker
-                    await admin.create_topics(new)
+                response = await admin.create_topics(new)
+                # aiokafka raises for none of these: each topic has its own error code.
+                refused = [
+                    _refusal(topic, code, rest[0] if rest else None)
+                    for topic, code, *rest in response.topic_errors
+                    if code not in (0, TopicAlreadyExistsError.errno)  # another was quicker
+                ]
+                if refused:
+                    raise TopicsNotCreated("the broker refused to create " + "; ".join(refused))
         finally:
             await admin.close()
 
@@ -310,6 +323,16 @@ class KafkaTransport:
             AsyncAPI(self.broker, title=title).to_specification().to_jsonable()
         )
         return document
+
+
+class TopicsNotCreated(Exception):
+    """The broker refused a topic this service needs (e.g. a replication factor above the
+    cluster's size, or no permission): the service cannot start, nor be ready."""
+
+
+def _refusal(topic: str, code: int, message: str | None) -> str:
+    error = for_code(code)
+    return f"{topic}: {error.__name__} ({message or error.description})"
 
 
 def _headers(event_type: str, headers: Mapping[str, str] | None) -> dict[str, str]:

@@ -4,6 +4,12 @@ Each stream is a durable topic exchange; each consuming service has a durable qu
 `<service>.<stream>` bound with `#` (or with the event types its handlers name), so it
 sees the events of the stream it handles. Messages are persistent and published with
 confirms; a message is acked after its handler.
+
+Queues are quorum queues by default (QUEUE_TYPE): replicated over a cluster's nodes, so
+one node's loss loses none of them. A delivery handed back too often (DELIVERY_LIMIT: a
+message that crashes its consumer each time) goes to the service's dead-letter queue.
+Their own dead-lettering (a retry's delay running out, the delivery limit) is
+at-least-once. QUEUE_TYPE=classic gives single-node classic queues.
 """
 
 from __future__ import annotations
@@ -11,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from aiormq.exceptions import ChannelPreconditionFailed
 from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.rabbit import (
     Channel,
     ExchangeType,
+    QueueType,
     RabbitBroker,
     RabbitExchange,
     RabbitMessage,
@@ -28,7 +36,7 @@ from faststream.rabbit import (
 from faststream.specification import AsyncAPI
 
 from eventkit.envelope import Envelope
-from eventkit.roster import dead_letter_stream, retry_stream, service_queue
+from eventkit.roster import dead_letter_stream, retry_stream, stream_subscription
 from eventkit.settings import ServiceSettings, default
 from eventkit.transports import (
     BatchHandler,
@@ -48,6 +56,8 @@ DLQ_EXCHANGE = RabbitExchange("dlq", type=ExchangeType.DIRECT, durable=True)
 # its `retry-queue` header names (headers starting with x- are not matched).
 RETRY_EXCHANGE = RabbitExchange("retry", type=ExchangeType.HEADERS, durable=True)
 RETRY_QUEUE_HEADER = "retry-queue"
+# How long a batch waits for a delivery tag missing before it goes on without it.
+GAP_WAIT_SECONDS = 0.25
 
 
 @dataclass
@@ -62,6 +72,14 @@ class RabbitMQConfig(DeliveryConfig):
     prefetch_count: int = default("PREFETCH_COUNT")
     # The most dead letters the queue keeps; past it the oldest are dropped.
     dead_letter_max_length: int = default("DEAD_LETTER_MAX_LENGTH")
+    queue_type: Literal["quorum", "classic"] = default("QUEUE_TYPE")
+    # Deliveries of a message handed back unapplied, after which a quorum queue
+    # dead-letters it.
+    delivery_limit: int = default("DELIVERY_LIMIT")
+    # A batch may wait in the consumer (for a rebuild, for the database) far longer than on
+    # Kafka: each time it is handed back counts towards the delivery limit. Below the
+    # broker's consumer_timeout (30 min by default).
+    batch_hold_seconds: float = field(default=600.0, kw_only=True)
 
     @property
     def dead_letters(self) -> str:
@@ -74,6 +92,8 @@ def config_from_settings(settings: ServiceSettings) -> RabbitMQConfig:
         service=settings.SERVICE_NAME,
         prefetch_count=settings.PREFETCH_COUNT,
         dead_letter_max_length=settings.DEAD_LETTER_MAX_LENGTH,
+        queue_type=settings.QUEUE_TYPE,
+        delivery_limit=settings.DELIVERY_LIMIT,
         **delivery_from_settings(settings),
     )
 
@@ -86,17 +106,42 @@ def stream_exchange(stream: str) -> RabbitExchange:
     return RabbitExchange(stream, type=ExchangeType.TOPIC, durable=True)
 
 
-def consumer_queue(service: str, stream: str, routing_key: str = "#") -> RabbitQueue:
-    """`<service>.<stream>`: durable, dead-lettering into the service's dead letters."""
-    return RabbitQueue(
-        service_queue(service, stream),
-        durable=True,
-        routing_key=routing_key,
-        arguments={
-            "x-dead-letter-exchange": DLQ_EXCHANGE.name,
-            "x-dead-letter-routing-key": service,
-        },
-    )
+def consumer_queue(
+    config: RabbitMQConfig, service: str, stream: str, routing_key: str = "#"
+) -> RabbitQueue:
+    """`<service>.<stream>`: durable, dead-lettering into the service's dead letters.
+
+    The publisher declares its readers' queues too, with its own config: QUEUE_TYPE and
+    DELIVERY_LIMIT must be the same for every service (the broker refuses a queue declared
+    again with other arguments).
+    """
+    arguments: dict[str, Any] = {
+        "x-dead-letter-exchange": DLQ_EXCHANGE.name,
+        "x-dead-letter-routing-key": service,
+    }
+    if config.queue_type == "quorum":
+        arguments |= {"x-delivery-limit": config.delivery_limit, **AT_LEAST_ONCE}
+    return _queue(config, stream_subscription(service, stream), arguments, routing_key)
+
+
+# A quorum queue's own dead-lettering, at least once (it needs reject-publish overflow).
+AT_LEAST_ONCE = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+
+
+def _queue(
+    config: RabbitMQConfig, name: str, arguments: dict[str, Any], routing_key: str = ""
+) -> RabbitQueue:
+    given: Any = arguments  # FastStream types them per queue type; they are checked above
+    if config.queue_type == "quorum":
+        return RabbitQueue(
+            name, queue_type=QueueType.QUORUM, routing_key=routing_key, arguments=given
+        )
+    return RabbitQueue(name, durable=True, routing_key=routing_key, arguments=given)
+
+
+class QueueDeclaredOtherwise(Exception):
+    """A queue exists with other arguments than this service declares (another QUEUE_TYPE
+    or DELIVERY_LIMIT, or a version before quorum queues): the broker refuses it."""
 
 
 async def _raw_body(message: StreamMessage[Any]) -> bytes:
@@ -147,19 +192,22 @@ class Batcher:
 
     async def _next_batch(self) -> list[tuple[int, Delivery, asyncio.Future[None]]]:
         """Up to `size` deliveries in tag order, once full, or after a short window."""
-        deadline = asyncio.get_running_loop().time() + self.wait_seconds
-        waits_for_gap = 3  # windows to wait for a missing tag before going on without it
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_seconds
+        waited_for_gap = False
         while True:
             self._arrived.clear()
             self._pending.sort(key=lambda item: item[0])
             first = self._pending[0][0]
             gap = self._next_tag is not None and first > self._next_tag
-            remaining = deadline - asyncio.get_running_loop().time()
+            remaining = deadline - loop.time()
             if (len(self._pending) >= self.size and not gap) or remaining <= 0:
-                if not gap or waits_for_gap == 0:
+                if not gap or waited_for_gap:
                     break
-                waits_for_gap -= 1
-                deadline += self.wait_seconds
+                # The missing tag's delivery is most likely a task that has not run yet
+                # (a busy machine): worth a wait longer than the batch window, once.
+                waited_for_gap = True
+                deadline = loop.time() + GAP_WAIT_SECONDS
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
@@ -209,7 +257,7 @@ class RabbitMQTransport:
         self._streams.append(stream)
         # Bound with each event type the handlers take (routing key = type), else with `#`.
         keys = sorted(types) if types else ["#"]
-        queue = consumer_queue(self.config.service, stream, routing_key=keys[0])
+        queue = consumer_queue(self.config, self.config.service, stream, routing_key=keys[0])
         self._bindings += [(queue, stream, key) for key in keys[1:]]
         if types:  # a publisher may have bound `#` for it before it first started
             self._unbind_all.append((queue, stream))
@@ -247,9 +295,18 @@ class RabbitMQTransport:
         )
 
     async def start(self) -> None:
-        await self.broker.start()
-        if self._declares:
-            await self._declare()
+        try:
+            await self.broker.start()
+            if self._declares:
+                await self._declare()
+        except ChannelPreconditionFailed as exc:
+            await self.broker.stop()
+            raise QueueDeclaredOtherwise(
+                f"{exc}. This service declares {self.config.queue_type} queues "
+                f"(QUEUE_TYPE; DELIVERY_LIMIT={self.config.delivery_limit}); give every "
+                "service the same, or move the queue's messages and delete it so it is "
+                "declared anew (README: Batches, retries and dead letters)"
+            ) from exc
 
     @contextlib.asynccontextmanager
     async def under_test(self) -> AsyncIterator[None]:
@@ -276,21 +333,18 @@ class RabbitMQTransport:
         for stream, service in self._readers:
             # A reader not running yet gets its queue bound to everything now; once it runs
             # it binds what its handlers take (and drops `#` if they name types).
-            declared = await self.broker.declare_queue(consumer_queue(service, stream))
+            declared = await self.broker.declare_queue(consumer_queue(self.config, service, stream))
             if declared.declaration_result.consumer_count == 0:
                 await declared.bind(stream, routing_key="#")
         if self._retry_bindings:
             await self._declare_retries()
         exchange = await self.broker.declare_exchange(DLQ_EXCHANGE)
         dead_letters = await self.broker.declare_queue(
-            RabbitQueue(
+            _queue(
+                self.config,
                 self.config.dead_letters,
-                durable=True,
+                {"x-max-length": self.config.dead_letter_max_length, "x-overflow": "drop-head"},
                 routing_key=self.config.service,
-                arguments={
-                    "x-max-length": self.config.dead_letter_max_length,
-                    "x-overflow": "drop-head",
-                },
             )
         )
         await dead_letters.bind(exchange, routing_key=self.config.service)
@@ -299,15 +353,14 @@ class RabbitMQTransport:
         """The delay queues of this service, and its queues' bindings for what comes back."""
         retries = await self.broker.declare_exchange(RETRY_EXCHANGE)
         for delay in self.config.retry_tiers:
+            arguments: dict[str, Any] = {
+                "x-message-ttl": round(delay * 1000),
+                "x-dead-letter-exchange": RETRY_EXCHANGE.name,
+            }
+            if self.config.queue_type == "quorum":
+                arguments |= AT_LEAST_ONCE  # an expiring retry must reach its queue
             await self.broker.declare_queue(
-                RabbitQueue(
-                    retry_stream(self.config.service, delay),
-                    durable=True,
-                    arguments={
-                        "x-message-ttl": round(delay * 1000),
-                        "x-dead-letter-exchange": RETRY_EXCHANGE.name,
-                    },
-                )
+                _queue(self.config, retry_stream(self.config.service, delay), arguments)
             )
         for queue in self._retry_bindings:
             declared = await self.broker.declare_queue(queue)
@@ -369,7 +422,7 @@ class RabbitMQTransport:
             headers={
                 **headers,
                 "aggregate-id": key,
-                RETRY_QUEUE_HEADER: service_queue(self.config.service, stream),
+                RETRY_QUEUE_HEADER: stream_subscription(self.config.service, stream),
             },
         )
 
