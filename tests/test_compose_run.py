@@ -268,6 +268,29 @@ def settled_count(run: ComposeRun) -> int:
     pytest.fail("analytics never settled")
 
 
+def consumers_settled(run: ComposeRun) -> None:
+    """Wait until no consumer's count of applied events has moved for 5 s: nothing of theirs
+    is left in the broker."""
+    series = re.compile(r"^eventkit_events_consumed_total\{[^}]*\} (\S+)$", re.M)
+
+    def applied() -> tuple[float, ...]:
+        counts = []
+        for name in CONSUMERS:
+            with run.client(name) as client:
+                text = client.get("/metrics").text
+            counts.append(sum(float(value) for value in series.findall(text)))
+        return tuple(counts)
+
+    last, since = applied(), time.monotonic()
+    deadline = since + 2 * TIMEOUT
+    while time.monotonic() - since < 5:
+        assert time.monotonic() < deadline, f"consumers still applying events: {last}"
+        time.sleep(0.5)
+        now = applied()
+        if now != last:
+            last, since = now, time.monotonic()
+
+
 def read_model_gaps(run: ComposeRun, ids: list[str], analytics_total: int) -> dict[str, int]:
     """How far each read model is from holding every user of `ids` exactly once: billing's
     accounts, notification's welcome mails, analytics' count against `analytics_total` (a
@@ -523,18 +546,31 @@ class TestComposeAsTheReadmeSays:
         }
 
     def test_a_broker_restart_during_sign_ups_loses_nothing(self, stack: ComposeRun) -> None:
-        before = settled_count(stack)
-        letters = dead_letters(stack)
-        thread, ids = sign_ups_in_background(stack, 30, "restart")
-        wait_for(lambda: len(ids) >= 10, timeout=TIMEOUT, what="ten sign-ups")
         broker = "kafka" if stack.broker == "kafka" else "rabbitmq"
-        stack.compose("restart", broker)
-        thread.join(timeout=TIMEOUT)
+        in_memory = "memory" in (stack.lacks(stack.broker_image()) or "")
+        if in_memory:
+            # A broker that forgets its log on restart loses what a lagging consumer had not
+            # read yet; what it can prove: sign-ups while it is down wait in the outbox.
+            consumers_settled(stack)
+            before = settled_count(stack)
+            letters = dead_letters(stack)
+            stack.compose("stop", broker)
+            with stack.client("user") as user:
+                ids = [sign_up(user, f"outage{n}") for n in range(30)]
+            stack.compose("start", broker)
+        else:
+            before = settled_count(stack)
+            letters = dead_letters(stack)
+            thread, ids = sign_ups_in_background(stack, 30, "restart")
+            wait_for(lambda: len(ids) >= 10, timeout=TIMEOUT, what="ten sign-ups")
+            stack.compose("restart", broker)
+            thread.join(timeout=TIMEOUT)
         assert len(ids) == 30
         assert_every_read_model_has(stack, ids, before + 30)
         assert dead_letters(stack) == letters
         stack.report["broker_restart"] = {
             "sign_ups": 30,
+            "while": "stopped (stand-in keeps its log in memory)" if in_memory else "restarting",
             "applied_per_read_model": 30,
             "dead_letters": 0,
         }

@@ -158,6 +158,14 @@ def alive(pid: int) -> bool:
     return True
 
 
+def logs_tail(project: Path, lines: int = 15) -> str:
+    """The last lines of each local-up process's log, for a failure's message."""
+    tails = []
+    for log in sorted((project / "var/log").glob("*.log")):
+        tails.append(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-lines:]))
+    return "\n" + "\n".join(tails)
+
+
 def load_and_bench_run_and_report(project: Path, env: dict[str, str]) -> None:
     """`make load` and `make bench`, briefly: they work and report (README "Load tests and
     benchmark"); how fast the stack is, is theirs to say, not a test's."""
@@ -168,7 +176,7 @@ def load_and_bench_run_and_report(project: Path, env: dict[str, str]) -> None:
         rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(stats)}
     total = rows[("", "Aggregated")]
     # How many is speed (the machine's load decides it); that requests were made is not.
-    assert int(total["Request Count"]) > 0, result.stdout[-3000:]
+    assert int(total["Request Count"]) > 0, result.stdout[-3000:] + logs_tail(project)
     assert int(total["Failure Count"]) == 0, result.stdout[-3000:]
     fanout = rows[("FANOUT", "fanout_lag")]
     assert int(fanout["Request Count"]) > 0 and int(fanout["Failure Count"]) == 0
