@@ -54,8 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 LOGS = VAR / "log"
 CONF = VAR / "supervisord.conf"
-# A Kafka consumer joins its groups one after another (about 3 s each on the embedded
-# broker), and a loaded machine stretches that: the wait ends as soon as all are ready.
+# A consumer joins its subscriptions one after another (seconds each on a busy machine),
+# and a loaded machine stretches that: the wait ends as soon as all are ready.
 READY_TIMEOUT = float(os.environ.get("READY_TIMEOUT", "180"))
 REPLICA_PORT_STEP = 100
 STOP_TIMEOUT = 15.0  # how long `dev` lets a program stop before it kills it

@@ -159,25 +159,33 @@ class ServiceKit:
         log.info("connected to the %s broker", self.settings.broker)
         self._watchdog = asyncio.create_task(self._watch_broker(), name="broker-watchdog")
 
-    async def _watch_broker(self, every: float = 1.0) -> None:
+    async def _watch_broker(self, every: float = 1.0, misses: int = 3) -> None:
         """Notice outages; when the broker is back, let it recover, then resend recent events.
 
-        It outlives every error (a database that is down too, a recovery that fails): each
-        round starts again, and its state is in /ready and `eventkit_broker_up`.
+        An outage is `misses` pings in a row that fail: one slow answer on a busy machine is
+        not one, and would resend every recent event. It outlives every error (a database
+        that is down too, a recovery that fails): each round starts again, and its state is
+        in /ready and `eventkit_broker_up`.
         """
         down_since: datetime | None = None
+        first_miss: datetime | None = None
+        missed = 0
         while True:
             await asyncio.sleep(every)
             try:
-                up = await self.transport.ping()
+                answered = await self.transport.ping()
             except Exception:
-                up = False
+                answered = False
+            missed = 0 if answered else missed + 1
+            if missed == 1:
+                first_miss = datetime.now(UTC)
+            up = missed < misses
             self.broker_up = up
             BROKER_UP.set(1 if up else 0)
             if not up and down_since is None:
-                down_since = datetime.now(UTC)
+                down_since = first_miss
                 log.warning("broker unreachable; events wait in the outbox")
-            elif up and down_since is not None:
+            elif answered and down_since is not None:
                 try:
                     await self.transport.recover()
                     since = down_since - timedelta(seconds=self.settings.OUTBOX_RESEND_SECONDS)
