@@ -61,3 +61,36 @@ async def test_three_missed_pings_are_an_outage_resent_from_its_first_miss() -> 
     resends = await resends_after([True, False, False, False, False, True])
     assert len(resends) == 2  # from before the outage, then once more from its start
     assert resends[0] < resends[1]
+
+
+async def test_stop_waits_for_its_background_tasks_before_closing_the_database(
+    database_url: str,
+) -> None:
+    """A task cancelled mid-query still has its connection to clean up; closing the pool
+    under it left a test run waiting for ever (user tests, 1 run in ~30)."""
+    kit = ServiceKit(
+        Settings(DATABASE_URL=database_url), things_roster(), transport=MemoryTransport()
+    )
+    order: list[str] = []
+
+    async def prune() -> dict[str, int]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # handing its connection back
+            order.append("pruner ended")
+            raise
+        return {}
+
+    dispose = kit.db.dispose
+
+    async def dispose_in_order() -> None:
+        order.append("database closed")
+        await dispose()
+
+    kit.prune = prune  # type: ignore[method-assign]
+    kit.db.dispose = dispose_in_order  # type: ignore[method-assign]
+    await kit.start()
+    await asyncio.wait_for(kit.connected.wait(), timeout=10)
+    await kit.stop()
+    assert order == ["pruner ended", "database closed"]

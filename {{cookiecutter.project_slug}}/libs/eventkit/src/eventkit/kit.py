@@ -228,9 +228,12 @@ class ServiceKit:
             await asyncio.sleep(every)
 
     async def stop(self) -> None:
-        for task in (self._connector, self._watchdog, self._pruner):
-            if task is not None:
-                task.cancel()
+        # Each background task ends before what it uses closes: one cancelled mid-query and
+        # left running raced the pool's disposal, and could wait on a closed connection.
+        tasks = [t for t in (self._connector, self._watchdog, self._pruner) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.relay.stop()
         for worker in self.workers:
             await worker.stop()
