@@ -201,7 +201,8 @@ class Run:
         self.rebuilds: list[RebuildRun] = []
         self.moment = 0
         self.failed_rebuild: set[str] = set()
-        self.lost_lead: set[str] = set()  # relays that lost their lock in the running round
+        # relays that lost their lock in the running round, with the lock's lost connection
+        self.lost_lead: dict[str, object] = {}
         self.registry = ROSTER.events
         self.publisher_upgraded = False
         self.new_types = False
@@ -469,15 +470,16 @@ class Run:
             # the process is gone, and its session (and lock) with it
             await replica.kit.relay.leadership.release()
         finally:
-            self.lost_lead.discard(replica.name)
+            self.lost_lead.pop(replica.name, None)
 
     async def on_publish(self, transport: SimTransport, messages: Sequence[Any]) -> PublishPlan:
         service = transport.service
-        if transport.replica in self.lost_lead:
+        lost = self.lost_lead.get(transport.replica)
+        if lost is not None and self.lock_connection(transport) is lost:
             self.broken(
                 "a relay publishes only while it leads",
                 f"{transport.replica}'s relay published {len(messages)} more events "
-                "after it lost its lock to another replica, in the same round",
+                "on the lock it had lost (another replica could take it), in the same round",
             )
         if self.take("relay_crash_mid_batch", service, when=len(messages) >= 2):
             at = self.params[("relay_crash_mid_batch", service)]["at"]
@@ -493,14 +495,24 @@ class Run:
             return PublishPlan(then=lambda: self.leader_change(transport))
         return PublishPlan()
 
+    def lock_connection(self, transport: SimTransport) -> object:
+        """The connection on which the replica behind `transport` holds its relay's lock.
+
+        A relay that lost its lock and asked again holds a new one (or none); publishing on
+        the old one is the fault."""
+        service = self.services[transport.service]
+        (replica,) = (r for r in service.replicas if r.name == transport.replica)
+        return replica.kit.relay.leadership._connection
+
     async def leader_change(self, transport: SimTransport) -> None:
         """The leader's lock goes (its session ended); another replica's relay takes over and
         runs a round; a user signs up meanwhile; then the old leader's round goes on."""
         service = self.services[transport.service]
         await self.databases.end_leadership(service.database)
-        self.lost_lead.add(transport.replica)
+        self.lost_lead[transport.replica] = self.lock_connection(transport)
         for other in service.replicas:
-            if other.name != transport.replica:
+            # a relay whose round waits in a leader change starts no other (one at a time)
+            if other.name != transport.replica and other.name not in self.lost_lead:
                 with contextlib.suppress(Exception):
                     await other.kit.relay.run_once()
         await self.command(random.Random(f"{self.seed}:leader"))
@@ -834,7 +846,11 @@ class Run:
                 await self.newcomer_joins(params["retained"])
             case "ordering_added_later":
                 assert service is not None
-                if not self.rebuilding(target) and self.now >= service.db_down_until:
+                if (
+                    not self.rebuilding(target)
+                    and self.now >= service.db_down_until
+                    and self.drained(service)
+                ):
                     await self.ordering_arrives(service)
             case "publisher_new_version":
                 self.publish_new_version()
@@ -870,6 +886,18 @@ class Run:
             if self.consumers_follow_at is not None and self.registry is not ROSTER.events:
                 self._upgrade(replica)
         self.strike("newcomer")
+
+    def drained(self, service: Service) -> bool:
+        """Nothing of `service`'s is queued, in a retry or in the dead letters.
+
+        Code from before positions were kept made no retry or dead letter that waits for an
+        earlier event, so a database from then holds none; and the README tells a deploy
+        of positions to come with the retries drained and the dead letters replayed. (One
+        that left "#3 waits for #2" in the dead letters saw #4 open the position at #3.)
+        """
+        return self.broker.backlog(service.name) == 0 and not self.broker.dead_letters.get(
+            service.name
+        )
 
     async def ordering_arrives(self, service: Service) -> None:
         """The consumer ran before eventkit kept aggregate positions: its database goes back
