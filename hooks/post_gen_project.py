@@ -1,4 +1,4 @@
-"""Delete the broker adapter (and its tests and scripts) that the project does not use, keep
+"""Delete the broker adapter (and its tests and tools) that the project does not use, keep
 the chosen broker's lock as requirements.lock, and make the project a git repository.
 
 Both brokers' files sit side by side in the template under their own names; nothing else is
@@ -22,8 +22,8 @@ OTHER = {"kafka": "rabbitmq", "rabbitmq": "kafka"}[BROKER]
 PER_BROKER = [
     "libs/eventkit/src/eventkit/transports/{broker}.py",
     "libs/eventkit/tests/test_transport_{broker}.py",
-    "scripts/local_broker_{broker}.py",
-    "scripts/bench/ceiling_{broker}.py",
+    "tools/src/dev_tools/local_broker_{broker}.py",
+    "tools/src/dev_tools/bench/ceiling_{broker}.py",
     "infra/grafana/dashboards/backlog_{broker}.json",
     "tests/faults/test_broker_restart_{broker}.py",  # RabbitMQ only: tansu keeps topics in memory
     "tests/simulation/broker_{broker}.py",  # the simulated broker's model of it

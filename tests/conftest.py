@@ -110,7 +110,7 @@ def local_stack_env(
         f"{name.upper()}_URL": f"http://127.0.0.1:{free_port()}" for name in roster_names(project)
     }
     if broker_url is None:
-        kafka = (project / "scripts/local_broker_kafka.py").exists()
+        kafka = (project / "tools/src/dev_tools/local_broker_kafka.py").exists()
         port = free_port()
         broker_url = f"127.0.0.1:{port}" if kafka else f"amqp://guest:guest@localhost:{port}/"
     return env | {"BROKER_URL": broker_url, "DATABASE_URL": database}
@@ -198,7 +198,9 @@ COMPOSE_VARIABLES = re.compile(
 
 
 def broker_of(project: Path) -> str:
-    return "kafka" if (project / "scripts/local_broker_kafka.py").exists() else "rabbitmq"
+    return (
+        "kafka" if (project / "tools/src/dev_tools/local_broker_kafka.py").exists() else "rabbitmq"
+    )
 
 
 def tool(name: str) -> str:

@@ -24,7 +24,8 @@ OTHER_BROKER_IMPORTS = {
 PER_BROKER = [
     "libs/eventkit/src/eventkit/transports/{broker}.py",
     "libs/eventkit/tests/test_transport_{broker}.py",
-    "scripts/local_broker_{broker}.py",
+    "tools/src/dev_tools/local_broker_{broker}.py",
+    "tools/src/dev_tools/bench/ceiling_{broker}.py",
 ]
 # eventkit sits beside every adapter: it may name each broker (settings.BROKER, its local
 # default URLs, the contract test of every adapter), as long as it does not import the other.

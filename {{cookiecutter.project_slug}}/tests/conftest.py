@@ -147,17 +147,11 @@ class LocalStack:
     def broker_down(self) -> Iterator[None]:
         """The broker unreachable for the block, keeping what it has stored.
 
-        scripts/local_broker_<kind>.py says how: stopped and started, or frozen (SIGSTOP)
+        dev_tools/local_broker_<kind>.py says how: stopped and started, or frozen (SIGSTOP)
         and thawed where stopping would lose its log.
         """
         name = self.broker()
-        module_name = f"local_broker_{settings().broker}"
-        spec = importlib.util.spec_from_file_location(
-            module_name, self.root / "scripts" / f"{module_name}.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = importlib.import_module(f"dev_tools.local_broker_{settings().broker}")
         down, up = (
             (("stop",), ("start",))
             if module.OUTAGE == "stop"

@@ -2,7 +2,7 @@
 
 Run with `make e2e-replicas` against `make local-up REPLICAS=2` on PostgreSQL
 (DATABASE_URL=postgresql+asyncpg://.../<db>_{service}). Counts are deltas from the start.
-Replica k of a service answers on its port + 100 * k (scripts/local.py).
+Replica k of a service answers on its port + 100 * k (dev_tools/local.py).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def test_two_of_everything_with_a_kill_apply_every_event_exactly_once(
     assert killed.is_set()
     # Start again whatever is not running, as a person would.
     subprocess.run(
-        [sys.executable, str(ROOT / "scripts/local.py"), "up"],
+        [sys.executable, "-m", "dev_tools", "local", "up"],
         check=True,
         capture_output=True,
         env={**os.environ, "REPLICAS": "2"},

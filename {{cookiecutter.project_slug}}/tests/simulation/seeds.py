@@ -12,9 +12,9 @@ from .faults import Setting
 # The short run in `make test`: these seeds every time (between them they draw every fault
 # kind not in KNOWN_FAULTS, on either broker's model), and a few new ones, named in the
 # test report's header so a failure can be replayed.
-# 5000255 (Kafka): positions deployed to a consumer with "#3 waits for #2" in its dead letters.
+# 5000255: positions deployed to a consumer with "#3 waits for #2" in its dead letters.
 FIXED_SEEDS = [1, 3, 7, 52, 94, 108, 5000255]
-# 8000033 (RabbitMQ): two leader changes in one round, a relay that took its lock back.
+# 8000033: two leader changes in one round, a relay that took its lock back.
 FIXED_POSTGRES_SEEDS = [1, 3, 52, 8000033]
 NEW_SEEDS_PER_TEST_RUN = 3
 

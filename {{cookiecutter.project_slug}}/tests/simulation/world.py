@@ -130,7 +130,7 @@ class LastEvent(NewcomerBase):
 
 
 async def remember(session: AsyncSession, envelope: Envelope) -> None:
-    """`make service`'s projection, as scripts/new_service.py writes it."""
+    """`make service`'s projection, as dev_tools/new_service.py writes it."""
     key = envelope.aggregate_id or envelope.source
     row = await session.get(LastEvent, key)
     if row is None:

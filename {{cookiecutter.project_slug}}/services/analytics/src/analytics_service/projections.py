@@ -8,7 +8,7 @@ competing for one queue) never lose one another's counts.
 from collections import Counter
 from decimal import Decimal
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from analytics_service.models import EventCount, Revenue
@@ -28,7 +28,12 @@ async def count(session: AsyncSession, events: list[Envelope]) -> None:
 
 
 async def _increment(
-    session: AsyncSession, model: type, where: object, column: str, by: object, **key: object
+    session: AsyncSession,
+    model: type,
+    where: ColumnElement[bool],
+    column: str,
+    by: object,
+    **key: object,
 ) -> None:
     """Add `by` to the row's column; create the row on first use.
 

@@ -80,5 +80,6 @@ async def _notify(
 def _insert_if_absent(
     session: AsyncSession, values: dict[str, object]
 ) -> postgresql.Insert | sqlite.Insert:
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(Delivery).values(values).on_conflict_do_nothing()
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(Delivery).values(values).on_conflict_do_nothing()
+    return sqlite.insert(Delivery).values(values).on_conflict_do_nothing()

@@ -1,0 +1,107 @@
+"""Phase 3, saturation: sign-ups over HTTP at stepped rates until the stack falls behind.
+
+Each step (fanout.py) offers `POST /users` at one rate for `step_seconds`, on a fixed
+schedule that does not wait for answers, and follows about `follow` sign-ups a second to
+their fan-out. After the last answer the step waits until every reader has applied as many
+UserCreated as the step had sign-ups (the consumers drained), so a step starts on an idle
+stack and its CPU counts every sign-up's whole fan-out. The steps stop after the first one
+whose served rate falls more than TOLERANCE below the offered rate.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from dev_tools.bench import cpu
+from dev_tools.bench.fanout import http_fanout
+from dev_tools.bench.stack import READERS, applied_all, consumed
+
+TOLERANCE = 0.10  # served below (1 - TOLERANCE) x offered: the stack fell behind
+
+
+def fell_behind(offered: float, served: float, tolerance: float = TOLERANCE) -> bool:
+    """Whether a step served fewer sign-ups per second than offered, by more than tolerance."""
+    return served < offered * (1 - tolerance)
+
+
+def follow_every(rate: float, follow: float) -> int:
+    """Follow every n-th sign-up, so that about `follow` a second are followed at `rate`."""
+    return max(1, round(rate / follow)) if follow > 0 else 1
+
+
+async def drain(
+    http: httpx.AsyncClient, before: dict[str, int], signups: int, stall: float
+) -> float | None:
+    """Seconds until every reader has applied `signups` UserCreated since `before` (its
+    counts then); None if they stopped applying short of that for `stall` seconds."""
+    started = time.perf_counter()
+    try:
+        done = await applied_all(http, before, signups, stall)
+    except TimeoutError:
+        return None
+    return round(max(done.values()) - started, 2)
+
+
+async def saturation(
+    http: httpx.AsyncClient,
+    steps: list[float],
+    step_seconds: float,
+    *,
+    follow: float,
+    poll: float,
+    timeout: float,
+    programs: dict[str, int],
+    idle: dict[str, float],
+) -> dict[str, Any]:
+    """Each of `steps` (sign-ups per second) in turn, up to the first that fell behind.
+
+    `programs` are the processes whose CPU is counted (cpu.stack_processes()), `idle` the
+    CPU milliseconds per second each uses with nothing to do (cpu.idle())."""
+    results: list[dict[str, Any]] = []
+    for rate in steps:
+        print(f"bench:   {rate:g} sign-ups/s for {step_seconds:g} s ...", flush=True)
+        before = {name: await consumed(http, name) for name in READERS}
+        cpu_before = cpu.snapshot(programs)
+        step = await http_fanout(
+            http,
+            rate,
+            step_seconds,
+            follow_every=follow_every(rate, follow),
+            poll=poll,
+            timeout=timeout,
+        )
+        step["drain_seconds"] = await drain(http, before, step["served"], timeout)
+        cpu_after = cpu.snapshot(programs)
+        cpu_used = cpu.used(cpu_before, cpu_after)
+        step["cpu_seconds"] = cpu_used
+        step["cpu_ms_per_signup"] = cpu.per_unit_ms(cpu_used, step["served"])
+        served = step["served"]
+        stack, idle_stack = cpu.stack_total(cpu_used), cpu.stack_total(idle) / 1000
+        elapsed = cpu_after.at - cpu_before.at
+        step["stack_cpu_ms_per_signup"] = (
+            round(stack * 1000 / served, 2) if served and programs else None
+        )
+        # What the stack would have used idle over the same time, taken off.
+        step["stack_cpu_ms_per_signup_above_idle"] = (
+            round((stack - idle_stack * elapsed) * 1000 / served, 2)
+            if served and programs
+            else None
+        )
+        step["fell_behind"] = fell_behind(rate, step["served_per_second"])
+        results.append(step)
+        if step["fell_behind"]:
+            break
+    kept_up = [step["offered_per_second"] for step in results if not step["fell_behind"]]
+    return {
+        "step_seconds": step_seconds,
+        "tolerance": TOLERANCE,
+        "steps": results,
+        # The highest offered rate served in full (within the tolerance); None if none was.
+        "sustained_per_second": max(kept_up, default=None),
+        "fell_behind_at": next(
+            (step["offered_per_second"] for step in results if step["fell_behind"]), None
+        ),
+    }
