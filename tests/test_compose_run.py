@@ -23,10 +23,10 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker_engine
 import httpx
@@ -48,6 +48,7 @@ from docker_engine import Engine, EngineUnavailable
 pytestmark = pytest.mark.slow
 TIMEOUT = 120.0
 CONSUMERS = ("notification", "analytics", "billing")
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -254,41 +255,42 @@ def users_created(run: ComposeRun) -> int:
         return -1
 
 
-def settled_count(run: ComposeRun) -> int:
-    """analytics' users_created once it has stopped moving for 3 s."""
-    last, since = -2, time.monotonic()
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        now = users_created(run)
+def settled(
+    probe: Callable[[], T], quiet: float, what: str, valid: Callable[[T], bool] | None = None
+) -> T:
+    """`probe`'s answer once it is valid and has not moved for `quiet` s (within 2 x TIMEOUT)."""
+    last, since = probe(), time.monotonic()
+    deadline = since + 2 * TIMEOUT
+    while (valid is not None and not valid(last)) or time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, f"{what} never settled: {last}"
+        time.sleep(0.5)
+        now = probe()
         if now != last:
             last, since = now, time.monotonic()
-        elif now >= 0 and time.monotonic() - since >= 3:
-            return now
-        time.sleep(0.5)
-    pytest.fail("analytics never settled")
+    return last
+
+
+def settled_count(run: ComposeRun) -> int:
+    """analytics' users_created once it has stopped moving for 3 s."""
+    return settled(lambda: users_created(run), 3, "analytics' count of users", lambda n: n >= 0)
+
+
+CONSUMED = re.compile(r"^eventkit_events_consumed_total\{[^}]*\} (\S+)$", re.M)
 
 
 def consumers_settled(run: ComposeRun) -> None:
     """Wait until no consumer's count of applied events has moved for 5 s: nothing of theirs
     is left in the broker."""
-    series = re.compile(r"^eventkit_events_consumed_total\{[^}]*\} (\S+)$", re.M)
 
     def applied() -> tuple[float, ...]:
         counts = []
         for name in CONSUMERS:
             with run.client(name) as client:
                 text = client.get("/metrics").text
-            counts.append(sum(float(value) for value in series.findall(text)))
+            counts.append(sum(float(value) for value in CONSUMED.findall(text)))
         return tuple(counts)
 
-    last, since = applied(), time.monotonic()
-    deadline = since + 2 * TIMEOUT
-    while time.monotonic() - since < 5:
-        assert time.monotonic() < deadline, f"consumers still applying events: {last}"
-        time.sleep(0.5)
-        now = applied()
-        if now != last:
-            last, since = now, time.monotonic()
+    settled(applied, 5, "the consumers' applied counts")
 
 
 def read_model_gaps(run: ComposeRun, ids: list[str], analytics_total: int) -> dict[str, int]:

@@ -185,21 +185,7 @@ class SimBroker(ABC):
         origin: str,
     ) -> Message:
         """Take a message for `stream` and route it; raises as the real broker would."""
-        if not self.up:
-            raise BrokerDown("the simulated broker is down")
-        event_id, _, sequence = identify(body)
-        self.serial += 1
-        message = Message(
-            self.serial,
-            stream,
-            key,
-            body,
-            dict(headers or {}),
-            event_type,
-            origin,
-            event_id,
-            sequence,
-        )
+        message = self._take(stream, key, body, headers, event_type, origin)
         reached = self._route(message)
         self.published.setdefault(stream, []).append(message)
         for service in reached:
@@ -210,12 +196,40 @@ class SimBroker(ABC):
             self.observations.append(
                 Observation(
                     "a replay reaches only its service",
-                    f"{sender} replayed {event_type or 'a message'} {event_id or '(no id)'} of "
-                    f"its dead letters to the shared stream {stream}: {', '.join(others)} got "
-                    "it too",
+                    f"{sender} replayed {event_type or 'a message'} "
+                    f"{message.event_id or '(no id)'} of its dead letters to the shared stream "
+                    f"{stream}: {', '.join(others)} got it too",
                 )
             )
         return message
+
+    def _take(
+        self,
+        stream: str,
+        key: str,
+        body: bytes,
+        headers: Mapping[str, str] | None,
+        event_type: str,
+        origin: str,
+        due: float = 0.0,
+    ) -> Message:
+        """A message the broker takes (it raises while down), numbered in the order taken."""
+        if not self.up:
+            raise BrokerDown("the simulated broker is down")
+        event_id, _, sequence = identify(body)
+        self.serial += 1
+        return Message(
+            self.serial,
+            stream,
+            key,
+            body,
+            dict(headers or {}),
+            event_type,
+            origin,
+            event_id,
+            sequence,
+            due,
+        )
 
     @abstractmethod
     def _route(self, message: Message) -> list[str]:
@@ -231,22 +245,7 @@ class SimBroker(ABC):
         key: str,
         delay: float,
     ) -> None:
-        if not self.up:
-            raise BrokerDown("the simulated broker is down")
-        event_id, _, sequence = identify(body)
-        self.serial += 1
-        message = Message(
-            self.serial,
-            stream,
-            key,
-            body,
-            dict(headers),
-            "",
-            f"retry:{service}",
-            event_id,
-            sequence,
-            due=self.now() + delay,
-        )
+        message = self._take(stream, key, body, headers, "", f"retry:{service}", self.now() + delay)
         if self.now() < self.mangle.get(service, 0.0):
             self.mangled += 1
             count = message.headers.get(ATTEMPTS_HEADER, "0")
@@ -260,22 +259,9 @@ class SimBroker(ABC):
     def publish_dead_letter(
         self, service: str, body: bytes, headers: Mapping[str, str], key: str
     ) -> None:
-        if not self.up:
-            raise BrokerDown("the simulated broker is down")
-        event_id, _, sequence = identify(body)
-        self.serial += 1
+        stream = headers.get("x-original-topic", "")
         self.dead_letters[service].append(
-            Message(
-                self.serial,
-                headers.get("x-original-topic", ""),
-                key,
-                body,
-                dict(headers),
-                "",
-                f"dead:{service}",
-                event_id,
-                sequence,
-            )
+            self._take(stream, key, body, headers, "", f"dead:{service}")
         )
 
     # --- delivering -----------------------------------------------------------------

@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -477,6 +478,22 @@ async def lease_runs_out(kit: Any) -> None:
         )
 
 
+@asynccontextmanager
+async def a_stalled_rebuild(
+    database_url: str, switch: Switch, readers: list[str]
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, Any, asyncio.Task[httpx.Response]]]:
+    """Replicas A and B; A's rebuild is under way (its feed reader registered in `readers`)
+    and has stalled past its lease. Yields A's and B's clients, the kit, A's request."""
+    replica_a = build(Settings(DATABASE_URL=database_url), MemoryTransport(), switch)
+    replica_b = build(Settings(DATABASE_URL=database_url), MemoryTransport(), switch)
+    async with running(replica_a) as a, running(replica_b) as b:
+        kit = replica_a.state.kit
+        first = asyncio.create_task(a.post("/admin/rebuild"))
+        await async_wait_until(lambda: asyncio.sleep(0, readers == ["a"]), what="A's rebuild")
+        await lease_runs_out(kit)
+        yield a, b, kit, first
+
+
 async def test_a_rebuild_that_lost_its_lease_stops_and_leaves_the_new_holders_pause(
     database_url: str, switch: Switch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -501,13 +518,7 @@ async def test_a_rebuild_that_lost_its_lease_stops_and_leaves_the_new_holders_pa
             yield feed[1:]
 
     monkeypatch.setattr(rebuild_module, "feed_pages", pages)
-    replica_a = build(Settings(DATABASE_URL=database_url), MemoryTransport(), switch)
-    replica_b = build(Settings(DATABASE_URL=database_url), MemoryTransport(), switch)
-    async with running(replica_a) as a, running(replica_b) as b:
-        kit = replica_a.state.kit
-        first = asyncio.create_task(a.post("/admin/rebuild"))
-        await async_wait_until(lambda: asyncio.sleep(0, readers == ["a"]), what="A's rebuild")
-        await lease_runs_out(kit)  # A stalls past its lease
+    async with a_stalled_rebuild(database_url, switch, readers) as (a, b, kit, first):
         second = asyncio.create_task(b.post("/admin/rebuild"))
         await async_wait_until(lambda: asyncio.sleep(0, len(readers) == 2), what="B's rebuild")
         a_goes_on.set()
@@ -540,13 +551,7 @@ async def test_a_rebuild_with_nothing_to_replay_that_lost_its_lease_does_not_suc
             yield page
 
     monkeypatch.setattr(rebuild_module, "feed_pages", pages)
-    replica_a = build(Settings(DATABASE_URL=database_url), MemoryTransport(), switch)
-    replica_b = build(Settings(DATABASE_URL=database_url), MemoryTransport(), switch)
-    async with running(replica_a) as a, running(replica_b) as b:
-        kit = replica_a.state.kit
-        first = asyncio.create_task(a.post("/admin/rebuild"))
-        await async_wait_until(lambda: asyncio.sleep(0, readers == ["a"]), what="A's rebuild")
-        await lease_runs_out(kit)  # A stalls past its lease
+    async with a_stalled_rebuild(database_url, switch, readers) as (_, b, kit, first):
         rebuilt = await b.post("/admin/rebuild")
         assert rebuilt.status_code == 200, rebuilt.text
         a_goes_on.set()
