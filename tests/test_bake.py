@@ -45,11 +45,13 @@ def test_default_answers_bake_a_kafka_project(tmp_path: Path) -> None:
     assert not (project / "libs/eventkit/src/eventkit/transports/rabbitmq.py").exists()
 
 
-# `{{` that is not Jinja: GitHub Actions expressions `${{ ... }}` in workflows, and Grafana's
-# legend templates `{{label}}` in dashboards. Only these forms, only there, are let through.
+# `{{` that is not the template's Jinja: GitHub Actions expressions `${{ ... }}` in
+# workflows, Grafana's legend templates `{{label}}` in dashboards, and the Jinja of `make
+# service`'s own skeleton. Only these forms, only there, are let through.
 NOT_JINJA = {
     ".github/workflows/": re.compile(r"\$\{\{[^{}]*\}\}"),
     "infra/grafana/dashboards/": re.compile(r"\{\{\s*[A-Za-z_]\w*\s*\}\}"),
+    "tools/src/dev_tools/service_skeleton/": re.compile(r"\{\{[^{}]*\}\}|\{%[^{}]*%\}"),
 }
 
 

@@ -5,10 +5,12 @@
 It checks everything first: a bad or taken name, or a stream the roster does not know, gets
 one line on stderr, exit status 2, and nothing written. Then it
 
-1. writes services/<name>/: settings, a read model (the last event seen of each aggregate),
-   handlers, a projection, an API, the first migration and a test that passes;
+1. writes services/<name>/ from the skeleton beside this file (service_skeleton/, Jinja
+   templates): settings, a read model (the last event seen of each aggregate), handlers, a
+   projection, an API, the first migration and a test that passes; ruff then sorts its
+   imports and formats it, as `make format` would;
 2. adds `ServiceSpec("<name>", <next free port>, subscribes=(...))` to the roster,
-   libs/contracts/src/contracts/roster.py;
+   libs/contracts/src/contracts/roster.py, where its parse tree says the services end;
 3. installs the new package into .venv, when there is one (editable, with uv, like `make
    install`; the workspace of the root pyproject.toml takes in services/* by itself, and a
    new service needs no third-party package beyond eventkit's, already in requirements.lock);
@@ -22,6 +24,7 @@ one line on stderr, exit status 2, and nothing written. Then it
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import keyword
 import os
@@ -32,12 +35,13 @@ import sys
 import tomllib
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from dev_tools import ROOT
 
 ROSTER_FILE = ROOT / "libs/contracts/src/contracts/roster.py"
-MARKER = "# make service adds new services above this line"
+SKELETON = Path(__file__).resolve().parent / "service_skeleton"
 DEFAULT_SUBSCRIBES = "user.events"
 NAME_FORM = re.compile(r"[a-z][a-z0-9]{0,29}")
 # Names that would stand for something else. Besides these: a container of
@@ -101,11 +105,6 @@ class Plan:
                     f"SUBSCRIBES names {stream!r}, which no service publishes; "
                     f"the roster's streams are {', '.join(roster.streams)}"
                 )
-        if MARKER not in ROSTER_FILE.read_text():
-            raise Refused(
-                f"{ROSTER_FILE.relative_to(ROOT)} has lost the line {MARKER!r}; "
-                "put it back in ROSTER's services, below the last one"
-            )
         constants = {
             value: key
             for key, value in vars(contracts).items()
@@ -114,73 +113,81 @@ class Plan:
         return cls(name, roster, streams, constants)
 
     def render(self, sample: Any) -> dict[str, str]:
-        pkg = f"src/{self.name}_service"
-        files = {
-            "pyproject.toml": PYPROJECT,
-            f"{pkg}/__init__.py": INIT,
-            f"{pkg}/__main__.py": MAIN_MODULE,
-            f"{pkg}/settings.py": SETTINGS,
-            f"{pkg}/models.py": MODELS,
-            f"{pkg}/projections.py": PROJECTIONS,
-            f"{pkg}/handlers.py": HANDLERS + "".join(self.handler(s) for s in self.streams),
-            f"{pkg}/api.py": API,
-            f"{pkg}/main.py": APP,
-            f"{pkg}/migrations/env.py": MIGRATIONS_ENV,
-            f"{pkg}/migrations/script.py.mako": MAKO,
-            f"{pkg}/migrations/versions/0001_initial_schema.py": FIRST_MIGRATION,
-            "tests/test_last_events.py": TEST,
+        """The skeleton's files, filled in: a `.jinja` file is rendered, any other copied;
+        the folder `package` is the service's Python package."""
+        import jinja2
+
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(SKELETON),
+            keep_trailing_newline=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        values = {
+            "name": self.name,
+            "dist": distribution_prefix(),
+            "owner": self.name.capitalize() + ("'" if self.name.endswith("s") else "'s"),
+            "streams": ", ".join(self.streams),
+            "stream_constants": sorted(
+                {self.constants[s] for s in self.streams if s in self.constants}
+            ),
+            "handlers": [
+                {
+                    "stream": self.constants.get(stream, json.dumps(stream)),
+                    "function": "on_" + re.sub(r"\W", "_", stream),
+                }
+                for stream in self.streams
+            ],
+            "sample_type": sample.name,
+            "sample_data": sample_data(sample.schema),
         }
-        imported = ", ".join(sorted({self.constants.get(s, "") for s in self.streams} - {""}))
-        fill = {
-            "@name@": self.name,
-            "@dist@": distribution_prefix(),
-            "@Owner@": self.name.capitalize() + ("'" if self.name.endswith("s") else "'s"),
-            "@streams@": ", ".join(self.streams),
-            "@stream_imports@\n": f"from contracts import {imported}\n" if imported else "",
-            "@sample_type@": sample.name,
-            "@sample_data@": sample_data(sample.schema),
-        }
-        for path, text in files.items():
-            for key, value in fill.items():
-                text = text.replace(key, value)
-            files[path] = text if path.endswith(".mako") else sort_imports(text)
+        files = {}
+        for path in sorted(p for p in SKELETON.rglob("*") if p.is_file()):
+            parts = path.relative_to(SKELETON).parts
+            relative = "/".join(f"{self.name}_service" if p == "package" else p for p in parts)
+            if path.suffix == ".jinja":
+                template = env.get_template(path.relative_to(SKELETON).as_posix())
+                files[relative.removesuffix(".jinja")] = template.render(values)
+            else:
+                files[relative] = path.read_text()
         return files
 
-    def handler(self, stream: str) -> str:
-        subject = self.constants.get(stream, f'"{stream}"')
-        return HANDLER.replace("@stream@", subject).replace(
-            "@fn@", "on_" + re.sub(r"\W", "_", stream)
-        )
-
     def roster_entry(self) -> tuple[str, str]:
-        """The roster file with the new entry above the marker, and the entry."""
+        """The roster file with the new entry after the last service (ruff formats it
+        afterwards), and the entry. The stream constants it names are imported there."""
         text = self.roster_before
-        names = []
-        for stream in self.streams:
-            const = self.constants.get(stream)
-            imports = re.search(r"^from contracts(?:\.events)? import (.+)$", text, re.M)
-            if const and imports and const not in imports[1].split(", "):
-                more = ", ".join(sorted([*imports[1].split(", "), const]))
-                line = imports[0].replace(imports[1], more)
-                if len(line) > 100:
-                    const = None
-                else:
-                    text = text[: imports.start()] + line + text[imports.end() :]
-            elif const and not imports:
-                const = None
-            names.append(const or f'"{stream}"')
-        tuple_ = ", ".join(names) + ("," if len(names) == 1 else "")
-        at = text.index(MARKER)
-        indent = text[text.rindex("\n", 0, at) + 1 : at]
-        entry = f'ServiceSpec("{self.name}", {self.port}, subscribes=({tuple_}))'
-        written = entry
-        if len(indent) + len(entry) + 1 > 100:  # as ruff format would wrap it
-            inner = indent + "    "
-            written = (
-                f'ServiceSpec(\n{inner}"{self.name}",\n{inner}{self.port},\n'
-                f"{inner}subscribes=({tuple_}),\n{indent})"
+        tree = ast.parse(text)
+        services = [
+            keyword.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Roster"
+            for keyword in node.keywords
+            if keyword.arg == "services"
+        ]
+        if len(services) != 1 or not isinstance(services[0], ast.Tuple | ast.List):
+            raise Refused(
+                f"{ROSTER_FILE.relative_to(ROOT)} has no `Roster(services=(...))` to add to"
             )
-        return text[:at] + f"{written},\n{indent}" + text[at:], entry
+        last = services[0].elts[-1]
+        imported = {
+            alias.name
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom) and node.module in ("contracts", "contracts.events")
+            for alias in node.names
+        }
+        missing = sorted(
+            {self.constants[s] for s in self.streams if s in self.constants} - imported
+        )
+        names = [self.constants.get(stream, json.dumps(stream)) for stream in self.streams]
+        tuple_ = ", ".join(names) + ("," if len(names) == 1 else "")
+        entry = f'ServiceSpec("{self.name}", {self.port}, subscribes=({tuple_}))'
+        at = offset(text, last.end_lineno or 0, last.end_col_offset or 0)
+        text = f"{text[:at]}, {entry}{text[at:]}"
+        if missing:  # ruff's import sorting puts it in its place
+            first = tree.body[0]
+            docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            at = offset(text, (first.end_lineno or 0) + 1, 0) if docstring else 0
+            text = f"{text[:at]}\nfrom contracts.events import {', '.join(missing)}\n{text[at:]}"
+        return text, entry
 
     def write(self) -> None:
         try:
@@ -189,6 +196,7 @@ class Plan:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(content)
             ROSTER_FILE.write_text(self.roster_after)
+            tidy(self.folder, ROSTER_FILE)
         except BaseException:
             shutil.rmtree(self.folder, ignore_errors=True)
             ROSTER_FILE.write_text(self.roster_before)
@@ -316,22 +324,6 @@ def load_contracts() -> tuple[Any, Any]:
     return contracts.ROSTER, contracts
 
 
-FIRST_PARTY = re.compile(r"^(?:import|from) (?:eventkit|contracts|\w+_service)\b")
-
-
-def sort_imports(text: str) -> str:
-    """Order each run of first-party imports as ruff does: `import` first, then by module."""
-    lines = text.split("\n")
-    i = 0
-    while i < len(lines):
-        j = i
-        while j < len(lines) and FIRST_PARTY.match(lines[j]):
-            j += 1
-        lines[i:j] = sorted(lines[i:j], key=lambda line: (line.startswith("from"), line.split()[1]))
-        i = j + 1
-    return "\n".join(lines)
-
-
 SAMPLES: dict[Any, str] = {
     int: "1",
     float: "1.5",
@@ -343,293 +335,36 @@ SAMPLES: dict[Any, str] = {
 
 
 def sample_data(schema: Any) -> str:
-    """A `data` that `schema` accepts, as Python source that ruff format leaves alone."""
+    """A `data` that `schema` accepts, as Python source (ruff formats it)."""
     fields = [
-        f'    "{field}": {SAMPLES.get(info.annotation, json.dumps(f"{field}-1"))},'
+        f'"{field}": {SAMPLES.get(info.annotation, json.dumps(f"{field}-1"))},'
         for field, info in schema.model_fields.items()
     ]
-    return "{\n" + "\n".join(fields) + "\n}"
+    return "{" + " ".join(fields) + "}"
+
+
+def offset(text: str, line: int, column: int) -> int:
+    """The index in `text` of a parse tree's (line, column): lines count from 1."""
+    lines = text.splitlines(keepends=True)
+    before = sum(len(row) for row in lines[: line - 1])
+    if line > len(lines):
+        return before
+    return before + len(lines[line - 1].encode()[:column].decode())  # columns count bytes
+
+
+def tidy(folder: Path, roster: Path) -> None:
+    """What `make format` does, on what was written: ruff's fixes (import order first) and
+    its formatting; on the roster, only import order and formatting."""
+    ruff = [sys.executable, "-m", "ruff"]
+    for command in (
+        [*ruff, "check", "--fix", "--quiet", str(folder)],
+        [*ruff, "check", "--fix", "--quiet", "--select", "I", str(roster)],
+        [*ruff, "format", "--quiet", str(folder), str(roster)],
+    ):
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[1:])} failed: {result.stdout}{result.stderr}")
 
 
 def say(line: str) -> None:
     print(f"make service: {line}", flush=True)
-
-
-# --- the new service's files; @name@ and the like are filled in by Plan.fill ---------------
-
-PYPROJECT = """\
-[project]
-name = "@dist@-@name@"
-version = "0.1.0"
-description = "The last event seen of each aggregate of @streams@ (from make service)."
-requires-python = ">=3.11"
-dependencies = ["@dist@-eventkit", "@dist@-contracts"]
-
-[build-system]
-# uv builds it itself and fetches nothing for that (make install, the Dockerfile).
-requires = ["uv_build>=0.13.9,<0.14"]
-build-backend = "uv_build"
-
-[tool.uv.build-backend]
-# The import name; every file of its folder under src/ ships (migrations/script.py.mako too).
-module-name = "@name@_service"
-"""
-
-INIT = '''\
-"""The @name@ service: the last event seen of each aggregate."""
-'''
-
-MAIN_MODULE = """\
-from @name@_service.main import create_app
-from @name@_service.settings import Settings
-from eventkit.runner import serve
-
-serve(create_app, Settings)
-"""
-
-SETTINGS = """\
-from contracts import ROSTER
-from eventkit import ServiceSettings
-
-SERVICE = "@name@"
-
-
-class Settings(ServiceSettings):
-    SERVICE_NAME: str = SERVICE
-    PORT: int = ROSTER.service(SERVICE).port
-"""
-
-MODELS = '''\
-"""@Owner@ read model: the last event seen of each aggregate.
-
-It counts the events applied to each aggregate too. A starting point: change it to the
-tables this service needs, and its first migration with it (a new service has no history
-to keep). Later changes are new migrations:
-
-    make migration SERVICE=@name@ MESSAGE="what changed"
-"""
-
-from sqlalchemy import String
-from sqlalchemy.orm import Mapped, mapped_column
-
-from eventkit.db import Base
-
-
-class LastEvent(Base):
-    __tablename__ = "@name@_last_events"
-
-    aggregate_id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    events: Mapped[int] = mapped_column(default=0)
-    last_type: Mapped[str] = mapped_column(String(100))
-    last_sequence: Mapped[int | None]
-'''
-
-PROJECTIONS = '''\
-"""How an event changes the read model of the @name@ service.
-
-eventkit hands over each aggregate's events once each and in their order (`sequence`),
-in the transaction that records them in the inbox: a handler only has to apply them. An
-event without an aggregate id (from outside the system) counts under its source.
-"""
-
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from @name@_service.models import LastEvent
-from eventkit import Envelope
-
-
-async def remember(session: AsyncSession, event: Envelope) -> None:
-    key = event.aggregate_id or event.source
-    row = await session.get(LastEvent, key)
-    if row is None:
-        row = LastEvent(aggregate_id=key, events=0)
-        session.add(row)
-    row.last_type = event.type
-    row.last_sequence = event.sequence
-    row.events += 1
-'''
-
-HANDLERS = '''\
-"""@Owner@ subscribers: every event they take goes to the read model."""
-
-from sqlalchemy.ext.asyncio import AsyncSession
-
-@stream_imports@
-from @name@_service import projections
-from @name@_service.models import LastEvent
-from eventkit import Envelope, Subscriptions
-
-subscriptions = Subscriptions(read_models=[LastEvent])
-'''
-
-HANDLER = """
-
-@subscriptions.on_message(@stream@)
-async def @fn@(event: Envelope, session: AsyncSession) -> None:
-    await projections.remember(session, event)
-"""
-
-API = '''\
-"""@Owner@ HTTP routes: its read model, one aggregate at a time."""
-
-from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, ConfigDict
-
-from @name@_service.models import LastEvent
-from eventkit import Kit
-from eventkit.deps import READ_MODEL
-from eventkit.inputs import IdInPath
-
-# READ_MODEL: 503 with the reason while a rebuild runs or after one failed.
-router = APIRouter(tags=["@name@"], dependencies=[READ_MODEL])
-
-
-class LastEventOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    aggregate_id: str
-    events: int
-    last_type: str
-    last_sequence: int | None
-
-
-@router.get("/aggregates/{aggregate_id}", response_model=LastEventOut)
-async def last_event(aggregate_id: IdInPath, kit: Kit) -> LastEventOut:
-    async with kit.db.sessions() as session:
-        row = await session.get(LastEvent, aggregate_id)
-    if row is None:
-        raise HTTPException(404, f"no event of aggregate {aggregate_id} seen yet")
-    return LastEventOut.model_validate(row)
-'''
-
-APP = '''\
-"""@Owner@ app: its routes, its subscribers and its read model."""
-
-from fastapi import FastAPI
-
-from @name@_service.api import router
-from @name@_service.handlers import subscriptions
-from @name@_service.settings import Settings
-from contracts import ROSTER
-from eventkit import create_service
-from eventkit.transports import Transport
-
-
-def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
-    """The service; its tests pass a database and a transport of their own."""
-    settings = settings or Settings()
-    return create_service(settings, ROSTER, [router], subscriptions, transport=transport)
-'''
-
-MIGRATIONS_ENV = '''\
-"""@Owner@ Alembic environment: its models, migrated by eventkit."""
-
-import @name@_service.models  # noqa: F401  (registers the tables)
-from eventkit.migrations import run_env
-
-run_env()
-'''
-
-FIRST_MIGRATION = '''\
-"""@Owner@ read model: the last event seen of each aggregate.
-
-The first revision of the service's own branch. eventkit's tables (outbox, inbox, dead
-letters) come from eventkit's branch.
-"""
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = "@name@_0001"
-down_revision = None
-branch_labels = ("@name@",)
-depends_on = None
-
-
-def upgrade() -> None:
-    op.create_table(
-        "@name@_last_events",
-        sa.Column("aggregate_id", sa.String(length=100), primary_key=True),
-        sa.Column("events", sa.Integer(), nullable=False),
-        sa.Column("last_type", sa.String(length=100), nullable=False),
-        sa.Column("last_sequence", sa.Integer(), nullable=True),
-    )
-
-
-def downgrade() -> None:
-    op.drop_table("@name@_last_events")
-'''
-
-TEST = '''\
-"""@Owner@ read model, fed events through this project's broker adapter (the root
-conftest's `app` and `transport`, under FastStream's test broker)."""
-
-import httpx
-
-from contracts.testing import deliver
-from eventkit import Envelope, new_event
-from eventkit.transports import Transport
-
-DATA = @sample_data@
-
-
-def event(sequence: int) -> Envelope:
-    return new_event(
-        "@sample_type@",
-        DATA,
-        source="test",
-        aggregate_id="a1",
-        sequence=sequence,
-    )
-
-
-async def test_the_last_event_of_an_aggregate_is_kept(
-    client: httpx.AsyncClient, transport: Transport
-) -> None:
-    first, second = event(1), event(2)
-    await deliver(transport, first)
-    await deliver(transport, first)  # redelivered: the inbox drops it
-    await deliver(transport, second)
-    await deliver(transport, event(1))  # older than the aggregate's position: skipped
-    assert (await client.get("/aggregates/a1")).json() == {
-        "aggregate_id": "a1",
-        "events": 2,
-        "last_type": "@sample_type@",
-        "last_sequence": 2,
-    }
-
-
-async def test_an_aggregate_never_seen_is_404(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/aggregates/nobody")).status_code == 404
-'''
-
-MAKO = '''\
-"""${message}
-
-Revision ID: ${up_revision}
-Revises: ${down_revision | comma,n}
-Create Date: ${create_date}
-
-"""
-from typing import Sequence, Union
-
-from alembic import op
-import sqlalchemy as sa
-${imports if imports else ""}
-
-# revision identifiers, used by Alembic.
-revision: str = ${repr(up_revision)}
-down_revision: Union[str, Sequence[str], None] = ${repr(down_revision)}
-branch_labels: Union[str, Sequence[str], None] = ${repr(branch_labels)}
-depends_on: Union[str, Sequence[str], None] = ${repr(depends_on)}
-
-
-def upgrade() -> None:
-    """Upgrade schema."""
-    ${upgrades if upgrades else "pass"}
-
-
-def downgrade() -> None:
-    """Downgrade schema."""
-    ${downgrades if downgrades else "pass"}
-'''

@@ -13,7 +13,6 @@ ROSTER = Roster(
         ServiceSpec("notification", 8002, subscribes=(USER_EVENTS, BILLING_EVENTS)),
         ServiceSpec("analytics", 8003, subscribes=(USER_EVENTS, BILLING_EVENTS)),
         ServiceSpec("billing", 8004, publishes=(BILLING_EVENTS,), subscribes=(USER_EVENTS,)),
-        # make service adds new services above this line
     ),
     events=EVENTS,
 )
