@@ -1,4 +1,4 @@
-"""Two of every service, competing, with a consumer replica killed mid-stream.
+"""Two of every service, with a consumer replica killed mid-stream.
 
 Run with `make e2e-replicas` against `make local-up REPLICAS=2` on PostgreSQL
 (DATABASE_URL=postgresql+asyncpg://.../<db>_{service}). Counts are deltas from the start.

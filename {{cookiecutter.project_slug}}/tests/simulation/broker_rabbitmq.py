@@ -2,10 +2,15 @@
 
 Each consuming service has one FIFO queue per stream, bound to the stream's exchange by
 event type (or `#`, until the consumer first starts and binds the types its handlers
-take); a publish that no queue takes fails (mandatory). Replicas compete for a queue,
-each taking batches from its head; a batch not acknowledged (its handler raised, its ack
-was lost, its replica died) goes back to the head. A retry waits in a delay queue, then
-joins the tail of its queue. A queue declared later holds only what was published after.
+take); a publish that no queue takes fails (mandatory). A queue has a single active
+consumer: of the replicas subscribed to it, the earliest subscribed takes batches from its
+head, the others stand by. A replica that dies subscribes again on its restart, behind
+the others, so the next one takes over; a connection blip (`rebalance`) closes every
+channel and the active one subscribes again last, so the queue moves on to another
+replica where there is one. A batch not acknowledged (its handler raised, its ack was
+lost, its replica died, its channel closed) goes back to the head. A retry waits in a
+delay queue, then joins the tail of its queue. A queue declared later holds only what was
+published after.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class Model(SimBroker):
         # queue -> (service, stream, the types it is bound to; None: `#`)
         self.bindings: dict[str, tuple[str, str, frozenset[str] | None]] = {}
         self.delayed: list[tuple[str, Message]] = []  # (queue it goes back to, message)
+        # queue -> its consumers' replicas in the order they subscribed; the first is active
+        self.consumers: dict[str, list[str]] = {}
 
     def add_reader(
         self, service: str, stream: str, retry_delays: Any, *, retained: float | None = None
@@ -38,7 +45,25 @@ class Model(SimBroker):
         self.bindings[queue] = (service, stream, None)
 
     def join(self, replica: str, service: str, stream: str) -> None:
-        return None  # replicas compete for the queue's head
+        consumers = self.consumers.setdefault(f"{service}.{stream}", [])
+        if replica not in consumers:
+            consumers.append(replica)
+
+    def active(self, queue: str) -> str | None:
+        """The replica the queue delivers to (x-single-active-consumer)."""
+        consumers = self.consumers.get(queue)
+        return consumers[0] if consumers else None
+
+    def _resubscribe(self, replica: str) -> None:
+        """`replica`'s channels closed and it subscribed again: behind the others."""
+        for consumers in self.consumers.values():
+            if replica in consumers:
+                consumers.remove(replica)
+                consumers.append(replica)
+
+    def crash(self, replica: str) -> None:
+        super().crash(replica)
+        self._resubscribe(replica)
 
     def bind(self, service: str, stream: str, types: frozenset[str] | None) -> None:
         queue = f"{service}.{stream}"
@@ -47,11 +72,15 @@ class Model(SimBroker):
 
     def rebalance(self) -> None:
         """A connection blip: every channel closes and what it had not acked is requeued at
-        once; a batch still being applied cannot be acked on its closed channel."""
+        once; a batch still being applied cannot be acked on its closed channel. The active
+        consumers subscribe again last, so each queue moves to its next replica."""
         for batch in self.in_flight.values():
             if batch.generation != CLOSED:
                 batch.generation = CLOSED
                 self.queues[batch.source].extendleft(reversed(batch.messages))
+        for consumers in self.consumers.values():
+            if consumers:
+                consumers.append(consumers.pop(0))
 
     def _route(self, message: Message) -> list[str]:
         reached = []
@@ -91,6 +120,7 @@ class Model(SimBroker):
             and self.queues[queue]
             and (replica, queue) not in self.in_flight
             and (replica, stream) in self.subscribers
+            and self.active(queue) == replica
         )
 
     def fetch(self, replica: str, service: str, source: str, size: int, order: Any) -> Batch:

@@ -15,7 +15,8 @@ from .faults import Setting
 # 5000255: positions deployed to a consumer with "#3 waits for #2" in its dead letters.
 FIXED_SEEDS = [1, 3, 7, 52, 94, 108, 5000255]
 # 8000033: two leader changes in one round, a relay that took its lock back.
-FIXED_POSTGRES_SEEDS = [1, 3, 52, 8000033]
+# 9500015: a slow replica held a user's first event while another applied the second.
+FIXED_POSTGRES_SEEDS = [1, 3, 52, 8000033, 9500015]
 NEW_SEEDS_PER_TEST_RUN = 3
 
 

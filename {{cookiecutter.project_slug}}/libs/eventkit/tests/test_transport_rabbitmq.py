@@ -7,7 +7,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import aio_pika
 import pytest
@@ -287,6 +287,58 @@ async def test_readers_that_start_after_the_publisher_get_what_it_sent_before(
     assert received == [b"early0", b"early1", b"early2"]
 
 
+@pytest.mark.parametrize("kind", ["quorum", "classic"])
+async def test_one_replica_takes_a_queue_and_the_next_takes_over_in_order(
+    rabbitmq_names: list[str], kind: Literal["quorum", "classic"]
+) -> None:
+    """A single active consumer: a second replica of the service stands by while the first
+    holds a batch, and takes the queue over when the first goes, starting with what the
+    first had not acked, in order (an aggregate's events never pass each other)."""
+    stream = f"test.{uuid.uuid4().hex[:8]}"
+    service = f"sac-{stream}"
+    rabbitmq_names += [stream, stream_subscription(service, stream), dead_letter_stream(service)]
+    rabbitmq_names += retry_queues(service)
+    first, second = (
+        RabbitMQTransport(RabbitMQConfig(url=RABBITMQ_URL, service=service, queue_type=kind))
+        for _ in range(2)
+    )
+    # On stop FastStream waits for running handlers (15 s by default) before it cancels the
+    # consumer: the first goes with its batch unacked sooner.
+    first.broker.config.broker_config.graceful_timeout = 0.5
+    held, release = asyncio.Event(), asyncio.Event()
+    standby: list[bytes] = []
+
+    async def holds(batch: Sequence[Delivery]) -> None:
+        held.set()
+        await release.wait()  # a slow replica: its batch is not acked before it goes
+
+    async def takes(batch: Sequence[Delivery]) -> None:
+        standby.extend(body for body, _ in batch)
+
+    first.subscribe(stream, holds)
+    first.declare_publisher(stream)
+    second.subscribe(stream, takes)
+    await first.start()
+    await second.start()
+    try:
+        for n in range(5):
+            await first.publish(stream, f"m{n}".encode(), key="k", event_type="T")
+        await async_wait_until(
+            lambda: asyncio.sleep(0, held.is_set()), timeout=10, what="the first replica's batch"
+        )
+        await asyncio.sleep(0.5)  # time enough for a competing consumer to take a share
+        assert standby == []
+        await first.stop()
+        await async_wait_until(
+            lambda: asyncio.sleep(0, len(standby) >= 5), timeout=10, what="the takeover"
+        )
+    finally:
+        release.set()
+        await first.stop()
+        await second.stop()
+    assert standby == [f"m{n}".encode() for n in range(5)]
+
+
 async def test_a_batch_takes_the_real_subscriber_path_under_faststreams_test_broker(
     db: Database,
 ) -> None:
@@ -332,6 +384,7 @@ def queues_of(service: str, stream: str, kind: str, delivery_limit: int) -> dict
     return {
         stream_subscription(service, stream): {
             "x-queue-type": kind,
+            "x-single-active-consumer": True,
             "x-dead-letter-exchange": "dlq",
             "x-dead-letter-routing-key": service,
             **limit,

@@ -1,8 +1,8 @@
 """Idempotent inbox: processed event ids, written in the same transaction as the read model.
 
 Beside it, each aggregate's position: the sequence of its last applied event, so that an
-aggregate's events apply in order whatever order they arrive in (competing consumers,
-redeliveries).
+aggregate's events apply in order whatever order they arrive in (retries, redeliveries,
+replicas).
 
 An aggregate's position opens at the first of its events this consumer sees. That is its
 #1, unless the aggregate is older than the consumer (a service added later, whose queue or

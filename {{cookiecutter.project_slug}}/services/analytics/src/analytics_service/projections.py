@@ -1,8 +1,8 @@
 """How a batch of events changes the counters.
 
 A batch is folded first (a count per type, the revenue it adds), then written with one
-UPDATE per counter, so replicas of this service consuming different partitions (or
-competing for one queue) never lose one another's counts.
+UPDATE per counter, so replicas of this service consuming different partitions (or taking
+a queue over from one another) never lose one another's counts.
 """
 
 from collections import Counter

@@ -5,6 +5,14 @@ Each stream is a durable topic exchange; each consuming service has a durable qu
 sees the events of the stream it handles. Messages are persistent and published with
 confirms; a message is acked after its handler.
 
+A service queue has a single active consumer: one replica of the service takes its
+deliveries, the others stand by, and the next takes over when it goes (what it had not
+acked goes back to the queue in order). Replicas competing for a queue would each take a
+share of it, and an aggregate's events could overtake each other between them (a slow
+replica holding an aggregate's first event while another applies its second); so a queue
+keeps its order as far as the consumer, as a Kafka partition does for its one consumer
+in a group. A service's throughput per stream is then one replica's.
+
 Queues are quorum queues by default (QUEUE_TYPE): replicated over a cluster's nodes, so
 one node's loss loses none of them. A delivery handed back too often (DELIVERY_LIMIT: a
 message that crashes its consumer each time) goes to the service's dead-letter queue.
@@ -109,13 +117,15 @@ def stream_exchange(stream: str) -> RabbitExchange:
 def consumer_queue(
     config: RabbitMQConfig, service: str, stream: str, routing_key: str = "#"
 ) -> RabbitQueue:
-    """`<service>.<stream>`: durable, dead-lettering into the service's dead letters.
+    """`<service>.<stream>`: durable, with a single active consumer (the module's
+    docstring says why), dead-lettering into the service's dead letters.
 
     The publisher declares its readers' queues too, with its own config: QUEUE_TYPE and
     DELIVERY_LIMIT must be the same for every service (the broker refuses a queue declared
     again with other arguments).
     """
     arguments: dict[str, Any] = {
+        "x-single-active-consumer": True,
         "x-dead-letter-exchange": DLQ_EXCHANGE.name,
         "x-dead-letter-routing-key": service,
     }
@@ -141,7 +151,8 @@ def _queue(
 
 class QueueDeclaredOtherwise(Exception):
     """A queue exists with other arguments than this service declares (another QUEUE_TYPE
-    or DELIVERY_LIMIT, or a version before quorum queues): the broker refuses it."""
+    or DELIVERY_LIMIT, or a version before quorum queues or before single active
+    consumers): the broker refuses it."""
 
 
 async def _raw_body(message: StreamMessage[Any]) -> bytes:
@@ -303,7 +314,8 @@ class RabbitMQTransport:
             await self.broker.stop()
             raise QueueDeclaredOtherwise(
                 f"{exc}. This service declares {self.config.queue_type} queues "
-                f"(QUEUE_TYPE; DELIVERY_LIMIT={self.config.delivery_limit}); give every "
+                f"(QUEUE_TYPE; DELIVERY_LIMIT={self.config.delivery_limit}), each service "
+                "queue with a single active consumer; give every "
                 "service the same, or move the queue's messages and delete it so it is "
                 "declared anew (README: Batches, retries and dead letters)"
             ) from exc
