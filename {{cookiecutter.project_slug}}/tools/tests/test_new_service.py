@@ -16,8 +16,8 @@ from eventkit.roster import Roster, ServiceSpec
 
 ROSTER = Roster(
     services=(
-        ServiceSpec("user", 8001, publishes=(USER_EVENTS,)),
-        ServiceSpec("billing", 8004, subscribes=(USER_EVENTS,)),  # a comment after it
+        ServiceSpec("user", 7001, publishes=(USER_EVENTS,)),
+        ServiceSpec("billing", 7002, subscribes=(USER_EVENTS,)),  # a comment after it
     ),
     events=EVENTS,
 )
@@ -26,7 +26,7 @@ ROSTER = Roster(
 
 def plan_for(roster: str, streams: list[str]) -> Plan:
     plan = Plan.__new__(Plan)
-    plan.name, plan.port, plan.streams = "payments", 8005, streams
+    plan.name, plan.port, plan.streams = "payments", 7003, streams
     plan.constants = {"user.events": "USER_EVENTS", "billing.events": "BILLING_EVENTS"}
     plan.roster_before = roster
     return plan
@@ -41,10 +41,10 @@ def services_of(text: str) -> list[str]:
 
 def test_the_entry_goes_after_the_last_service_and_its_constants_are_imported() -> None:
     text, entry = plan_for(ROSTER, ["user.events", "billing.events"]).roster_entry()
-    assert entry == 'ServiceSpec("payments", 8005, subscribes=(USER_EVENTS, BILLING_EVENTS))'
+    assert entry == 'ServiceSpec("payments", 7003, subscribes=(USER_EVENTS, BILLING_EVENTS))'
     assert (
         services_of(text)[-1]
-        == "ServiceSpec('payments', 8005, subscribes=(USER_EVENTS, BILLING_EVENTS))"
+        == "ServiceSpec('payments', 7003, subscribes=(USER_EVENTS, BILLING_EVENTS))"
     )
     assert "from contracts.events import BILLING_EVENTS\n" in text
     assert "# a comment after it" in text
@@ -54,8 +54,8 @@ def test_the_entry_goes_after_the_last_service_and_its_constants_are_imported() 
 def test_a_stream_without_a_constant_is_named_by_its_string() -> None:
     plan = plan_for(ROSTER, ["audit.events"])
     text, entry = plan.roster_entry()
-    assert entry == 'ServiceSpec("payments", 8005, subscribes=("audit.events",))'
-    assert services_of(text)[-1] == "ServiceSpec('payments', 8005, subscribes=('audit.events',))"
+    assert entry == 'ServiceSpec("payments", 7003, subscribes=("audit.events",))'
+    assert services_of(text)[-1] == "ServiceSpec('payments', 7003, subscribes=('audit.events',))"
 
 
 def test_a_roster_without_its_services_is_refused() -> None:
