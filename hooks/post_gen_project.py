@@ -22,6 +22,7 @@ OTHER = {"kafka": "rabbitmq", "rabbitmq": "kafka"}[BROKER]
 PER_BROKER = [
     "libs/eventkit/src/eventkit/transports/{broker}.py",
     "libs/eventkit/tests/test_transport_{broker}.py",
+    "libs/eventkit/tests/fixtures_{broker}.py",
     "tools/src/dev_tools/local_broker_{broker}.py",
     "tools/src/dev_tools/bench/ceiling_{broker}.py",
     "infra/grafana/dashboards/backlog_{broker}.json",

@@ -24,6 +24,7 @@ OTHER_BROKER_IMPORTS = {
 PER_BROKER = [
     "libs/eventkit/src/eventkit/transports/{broker}.py",
     "libs/eventkit/tests/test_transport_{broker}.py",
+    "libs/eventkit/tests/fixtures_{broker}.py",
     "tools/src/dev_tools/local_broker_{broker}.py",
     "tools/src/dev_tools/bench/ceiling_{broker}.py",
 ]

@@ -4,7 +4,6 @@ The fan-out every transport keeps is in test_transport_contract.py.
 """
 
 import asyncio
-import os
 import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -16,7 +15,7 @@ from sqlalchemy import func, select
 from eventkit.db import Database
 from eventkit.inbox import ProcessedEvent
 from eventkit.roster import dead_letter_stream, retry_stream, stream_subscription
-from eventkit.settings import LOCAL_BROKER_URLS, ServiceSettings
+from eventkit.settings import ServiceSettings
 from eventkit.testing import async_wait_until
 from eventkit.transports import Delivery, Outgoing
 from eventkit.transports.rabbitmq import (
@@ -25,9 +24,8 @@ from eventkit.transports.rabbitmq import (
     RabbitMQTransport,
     config_from_settings,
 )
+from fixtures_rabbitmq import RABBITMQ_URL
 from sample_domain import THINGS, attach_recorder, happened
-
-RABBITMQ_URL = os.environ.get("BROKER_URL", LOCAL_BROKER_URLS["rabbitmq"])
 
 
 def retry_queues(service: str) -> list[str]:
