@@ -150,7 +150,7 @@ def test_kubernetes_deploys_every_service_with_probes_settings_and_secrets(baked
         pdb = by_kind["PodDisruptionBudget"][name]
         assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     readme = (baked / "infra/k8s/README.md").read_text()
-    scaling = "partitions" if broker_of(baked) == "kafka" else "competing consumers"
+    scaling = "partitions" if broker_of(baked) == "kafka" else "one active consumer per queue"
     assert scaling in readme
 
 
