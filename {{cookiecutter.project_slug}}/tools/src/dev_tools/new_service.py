@@ -127,9 +127,7 @@ class Plan:
             "dist": distribution_prefix(),
             "owner": self.name.capitalize() + ("'" if self.name.endswith("s") else "'s"),
             "streams": ", ".join(self.streams),
-            "stream_constants": sorted(
-                {self.constants[s] for s in self.streams if s in self.constants}
-            ),
+            "stream_constants": sorted(self.stream_constants()),
             "handlers": [
                 {
                     "stream": self.constants.get(stream, json.dumps(stream)),
@@ -157,26 +155,24 @@ class Plan:
         text = self.roster_before
         tree = ast.parse(text)
         services = [
-            keyword.value
+            argument.value
             for node in ast.walk(tree)
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Roster"
-            for keyword in node.keywords
-            if keyword.arg == "services"
+            for argument in node.keywords
+            if argument.arg == "services"
         ]
         if len(services) != 1 or not isinstance(services[0], ast.Tuple | ast.List):
             raise Refused(
                 f"{ROSTER_FILE.relative_to(ROOT)} has no `Roster(services=(...))` to add to"
             )
         last = services[0].elts[-1]
-        imported = {
-            alias.name
+        own = [
+            node
             for node in tree.body
             if isinstance(node, ast.ImportFrom) and node.module in ("contracts", "contracts.events")
-            for alias in node.names
-        }
-        missing = sorted(
-            {self.constants[s] for s in self.streams if s in self.constants} - imported
-        )
+        ]
+        imported = {alias.name for node in own for alias in node.names}
+        missing = sorted(self.stream_constants() - imported)
         names = [self.constants.get(stream, json.dumps(stream)) for stream in self.streams]
         tuple_ = ", ".join(names) + ("," if len(names) == 1 else "")
         entry = f'ServiceSpec("{self.name}", {self.port}, subscribes=({tuple_}))'
@@ -186,8 +182,13 @@ class Plan:
             first = tree.body[0]
             docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
             at = offset(text, (first.end_lineno or 0) + 1, 0) if docstring else 0
-            text = f"{text[:at]}\nfrom contracts.events import {', '.join(missing)}\n{text[at:]}"
+            module = own[0].module if own else "contracts.events"
+            text = f"{text[:at]}\nfrom {module} import {', '.join(missing)}\n{text[at:]}"
         return text, entry
+
+    def stream_constants(self) -> set[str]:
+        """The names `contracts` exports the subscribed streams under (where it does)."""
+        return {self.constants[s] for s in self.streams if s in self.constants}
 
     def write(self) -> None:
         try:
