@@ -150,7 +150,7 @@ async def test_a_rebuild_keeps_what_was_sent_and_still_sends_what_was_not(
         await sent_to(sender, "s1@example.com", 1)
         sender.down = True
         await deliver(transport, waiting)  # recorded; its email waits for SMTP
-        # o1's event was still in the outbox, a retry or the dead letters: only the feed has it.
+        # o1's event was still in a retry or the dead letters: only the feed has it.
         user_feed(monkeypatch, [sent, waiting, unseen])
         rebuilt = await client.post("/admin/rebuild")
         assert rebuilt.status_code == 200, rebuilt.text

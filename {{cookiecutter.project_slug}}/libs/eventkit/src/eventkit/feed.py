@@ -1,7 +1,12 @@
 """The event feed of a publishing service: every event it published, in order.
 
 The outbox keeps each row after sending it, so it doubles as the service's ordered log;
-consumers replay it to rebuild their read models.
+consumers replay it to rebuild their read models. It holds only the events the broker has
+(sent rows): a read model rebuilt from an event still in the outbox would run ahead of the
+other consumers (billing would invoice a user notification has not heard of yet). A key's
+sent rows are a prefix of its history (the relay stops a key at its first failure), so
+the feed keeps each aggregate's order; the rows it leaves out reach the rebuilt consumer
+through the broker, once sent.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ async def event_feed(
     async with kit.db.sessions() as session:
         rows = await session.scalars(
             select(OutboxMessage)
-            .where(OutboxMessage.position > after)
+            .where(OutboxMessage.position > after, OutboxMessage.sent_at.is_not(None))
             .order_by(OutboxMessage.position)
             .limit(limit)
         )
