@@ -3,7 +3,7 @@
 The outbox keeps each row after sending it, so it doubles as the service's ordered log;
 consumers replay it to rebuild their read models. It holds only the events the broker has
 (sent rows): a read model rebuilt from an event still in the outbox would run ahead of the
-other consumers (billing would invoice a user notification has not heard of yet). A key's
+other consumers (a service could act on an aggregate the others have not heard of). A key's
 sent rows are a prefix of its history (the relay stops a key at its first failure), so
 the feed keeps each aggregate's order; the rows it leaves out reach the rebuilt consumer
 through the broker, once sent.
