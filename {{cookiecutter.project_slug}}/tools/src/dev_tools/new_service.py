@@ -130,7 +130,7 @@ class Plan:
             "stream_constants": sorted(self.stream_constants()),
             "handlers": [
                 {
-                    "stream": self.constants.get(stream, json.dumps(stream)),
+                    "stream": self.stream_in_code(stream),
                     "function": "on_" + re.sub(r"\W", "_", stream),
                 }
                 for stream in self.streams
@@ -173,7 +173,7 @@ class Plan:
         ]
         imported = {alias.name for node in own for alias in node.names}
         missing = sorted(self.stream_constants() - imported)
-        names = [self.constants.get(stream, json.dumps(stream)) for stream in self.streams]
+        names = [self.stream_in_code(stream) for stream in self.streams]
         tuple_ = ", ".join(names) + ("," if len(names) == 1 else "")
         entry = f'ServiceSpec("{self.name}", {self.port}, subscribes=({tuple_}))'
         at = offset(text, last.end_lineno or 0, last.end_col_offset or 0)
@@ -185,6 +185,10 @@ class Plan:
             module = own[0].module if own else "contracts.events"
             text = f"{text[:at]}\nfrom {module} import {', '.join(missing)}\n{text[at:]}"
         return text, entry
+
+    def stream_in_code(self, stream: str) -> str:
+        """How the new code names `stream`: its `contracts` constant, else the string."""
+        return self.constants.get(stream, json.dumps(stream))
 
     def stream_constants(self) -> set[str]:
         """The names `contracts` exports the subscribed streams under (where it does)."""
