@@ -67,13 +67,9 @@ def make_consumer(
     for handler in handlers:
         subscriptions.on_message(THINGS, types=types)(handler)
     if transport is None:
+        config = {"retry_delays_seconds": (0.01,), **config}
         transport = MemoryTransport(
-            MemoryConfig(
-                service="probe",
-                max_retries=max_retries,
-                retry_delays_seconds=(0.01,),
-                **config,
-            )
+            MemoryConfig(service="probe", max_retries=max_retries, **config)
         )
         TRANSPORTS.append(transport)
     consumer = Consumer("probe", subscriptions, registry or things_registry(), db, transport)
@@ -347,7 +343,11 @@ async def test_an_aggregate_older_than_the_consumer_opens_at_its_first_event_see
 async def test_a_late_first_event_is_never_overtaken(db: Database) -> None:
     """#1 is in flight elsewhere (another replica) or in a retry: #2 seen first waits."""
     handler = Sequences(fail_once=(("retried", 1),))
-    consumer = make_consumer(db, handler, first_event_wait_seconds=0.2)
+    # Tiers that grow, as in production: #2's waits outlast #1's one retry, however slow the
+    # machine (with equal tiers #2's third wait could come before #1's retry commits).
+    consumer = make_consumer(
+        db, handler, first_event_wait_seconds=0.2, retry_delays_seconds=(0.01, 0.5, 2.0)
+    )
     # #2 first, #1 a moment later (a competing consumer's): #1 then #2.
     await consumer.handle(THINGS, numbered("elsewhere", 2).to_bytes())
     await consumer.handle(THINGS, numbered("elsewhere", 1).to_bytes())
@@ -556,6 +556,36 @@ async def test_a_held_event_known_at_last_waits_as_any_other_event(db: Database)
     letters = await async_wait_until(both_for_good, timeout=10, what="#2 and #3 dead-lettered")
     assert "a bug on #2" in letters[2] and "waits for #2" in letters[3]
     assert handler.applied == [("h", 1)]
+
+
+async def test_a_held_event_that_fails_once_known_lifts_its_hold(db: Database) -> None:
+    """Found by the simulation (seed 14001410): #2, of a version not known yet, was held; a
+    deploy knew it, and then it failed on a bug and was dead-lettered. Its hold stayed, so
+    #3 was put off for the rest of the hold (a day) instead of waiting as for any failure."""
+
+    class BugOnSecond(Sequences):
+        async def __call__(self, event: Envelope, session: AsyncSession) -> None:
+            if event.sequence == 2:
+                raise RuntimeError("a bug on #2")
+            await super().__call__(event, session)
+
+    handler = BugOnSecond()
+    consumer = make_consumer(db, handler, max_retries=1, unknown_event_hold_seconds=60)
+    transport = consumer.transport
+    assert isinstance(transport, MemoryTransport)
+    await consumer.handle(THINGS, of(happened("k"), 1))
+    await consumer.handle(THINGS, of(vanished("k"), 2, version=2))  # held: v2 is not known
+    await consumer.handle(THINGS, of(vanished("k"), 3))  # waits for the hold
+    make_consumer(db, handler, registry=deployed_registry(), transport=transport)
+
+    async def both_for_good() -> dict[int, str] | None:
+        letters = {json.loads(row.payload)["sequence"]: row.error for row in await dead_letters(db)}
+        listed = letters.keys() == {2, 3} and all("; held" not in e for e in letters.values())
+        return letters if len(transport.dead_letters) == 2 and listed else None
+
+    letters = await async_wait_until(both_for_good, timeout=10, what="#2 and #3 dead-lettered")
+    assert "a bug on #2" in letters[2] and "waits for #2" in letters[3]
+    assert handler.applied == [("k", 1)]
 
 
 async def test_a_type_no_handler_takes_is_passed_over_unread(db: Database) -> None:

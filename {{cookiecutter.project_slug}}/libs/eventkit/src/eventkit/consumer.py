@@ -438,15 +438,21 @@ class Consumer:
             return timedelta(0)
         return timedelta(seconds=self.transport.config.first_event_wait_seconds)
 
-    async def _see(self, stream: str, event: Envelope | None, held_until: float = 0) -> None:
+    async def _see(
+        self, stream: str, event: Envelope | None, held_until: float = 0, known: bool = False
+    ) -> None:
         """Note in its aggregate's position that `event` came, though it was not applied, so
-        the position does not open later than it (and, if held, its later events wait)."""
+        the position does not open later than it (and, if held, its later events wait).
+        `known`: it was held before and failed as a known event does now, so its hold lifts
+        (its later events wait for it as for any failure, not for the rest of the hold)."""
         if event is None or event.aggregate_id is None or event.sequence is None:
             return
         if not self._ordered(stream):
             return
         async with self.db.transaction() as session:
             positions = await Positions.load(session, stream, [event], self._opening())
+            if known:
+                positions.release(event)
             if held_until:
                 positions.hold(event, datetime.fromtimestamp(held_until, UTC))
             else:
@@ -457,7 +463,7 @@ class Consumer:
         attempt = item.attempts + 1
         event = item.event
         if not waiting:
-            await self._see(stream, event)
+            await self._see(stream, event, known=HELD_SINCE_HEADER in item.headers)
         if self.replay or attempt > self.transport.config.max_retries:
             if not waiting:
                 log.error("giving up on %s %s: %s", event.type, event.id, error)
