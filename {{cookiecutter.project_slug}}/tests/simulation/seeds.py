@@ -15,7 +15,8 @@ from .faults import Setting
 # 5000255: positions deployed to a consumer with "#3 waits for #2" in its dead letters.
 # 13001101, 14000784: a consumer rebuilt from events still in an outbox ran ahead of others.
 # 14001410: a held event known at last failed on a bug; its hold put the next off for a day.
-FIXED_SEEDS = [1, 3, 7, 52, 94, 108, 5000255, 13001101, 14000784, 14001410]
+# 22000763: a rebuild read past an unsent event and replayed its key's next one before it.
+FIXED_SEEDS = [1, 3, 7, 52, 94, 108, 5000255, 13001101, 14000784, 14001410, 22000763]
 # 8000033: two leader changes in one round, a relay that took its lock back.
 # 9500015: a slow replica held a user's first event while another applied the second.
 FIXED_POSTGRES_SEEDS = [1, 3, 52, 8000033, 9500015]

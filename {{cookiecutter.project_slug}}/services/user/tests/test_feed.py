@@ -3,7 +3,11 @@
 from typing import Any
 
 import httpx
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from eventkit.feed import PENDING_KEY_HEADER, PENDING_POSITION_HEADER
+from eventkit.outbox import OutboxMessage
 from eventkit.testing import async_wait_until, running
 from eventkit.transports.memory import MemoryTransport
 from user_service.main import create_app
@@ -47,6 +51,34 @@ async def test_the_feed_holds_only_what_the_broker_has(
     await transport.start()
     (item,) = await feed_holds(client, 1)
     assert item["event"]["type"] == "UserCreated"
+
+
+async def test_a_page_ends_at_an_event_the_broker_does_not_have_yet(
+    client: httpx.AsyncClient, transport: MemoryTransport, database_url: str
+) -> None:
+    """Found by the simulation (seed 22000763): a rebuild read past an event not yet sent
+    (its confirm lost), and replayed the user's next event, sent meanwhile, before it. The
+    page names the event, so a reader leaves that key out and goes on after it."""
+    for name in ("Ada", "Bea", "Cy"):
+        await client.post("/users", json={"name": name, "email": f"{name.lower()}@x.io"})
+    items = await feed_holds(client, 3)
+    await transport.stop()  # the relay cannot send it again meanwhile
+    unsent = items[1]
+    engine = create_async_engine(database_url)
+    async with engine.begin() as connection:  # as a lost confirm leaves it
+        await connection.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.position == unsent["position"])
+            .values(sent_at=None)
+        )
+    await engine.dispose()
+    page = await client.get("/events")
+    assert page.json() == items[:1]
+    assert page.headers[PENDING_POSITION_HEADER] == str(unsent["position"])
+    assert page.headers[PENDING_KEY_HEADER] == unsent["event"]["aggregate_id"]
+    rest = await client.get("/events", params={"after": unsent["position"]})
+    assert rest.json() == items[2:]
+    assert PENDING_POSITION_HEADER not in rest.headers
 
 
 async def test_the_feed_is_an_admin_call_with_bounded_positions(

@@ -22,6 +22,7 @@ from sqlalchemy import delete
 from eventkit import pause
 from eventkit.consumer import Consumer
 from eventkit.envelope import Envelope
+from eventkit.feed import PENDING_KEY_HEADER, PENDING_POSITION_HEADER
 from eventkit.inbox import AggregatePosition, ProcessedEvent
 
 PAGE_SIZE = 500
@@ -38,16 +39,34 @@ class RebuildFailed(Exception):
 async def feed_pages(
     client: httpx.AsyncClient, url: str, page_size: int = PAGE_SIZE
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """A feed's events, a page at a time, in the publisher's order."""
+    """A feed's events, a page at a time, in the publisher's order.
+
+    An event the publisher has not sent yet ends a page (feed.py); it and its key's later
+    events are left out: they come through the broker, in order, once sent.
+    """
     after = 0
+    unsent_keys: set[str] = set()
     while True:
         response = await client.get(url, params={"after": after, "limit": page_size})
         response.raise_for_status()
-        page = response.json()
-        if not page:
+        items = response.json()
+        unsent = response.headers.get(PENDING_POSITION_HEADER)
+        if unsent is not None and (key := response.headers.get(PENDING_KEY_HEADER)):
+            unsent_keys.add(key)
+        page = [item for item in items if _key(item) not in unsent_keys]
+        if page:
+            yield page
+        if unsent is not None:
+            after = int(unsent)
+        elif items:
+            after = items[-1]["position"]
+        else:
             return
-        yield page
-        after = page[-1]["position"]
+
+
+def _key(item: dict[str, Any]) -> str:
+    """The outbox key of a feed item: its aggregate's id ('' for none, which keeps no order)."""
+    return str(item["event"].get("aggregate_id") or "")
 
 
 async def merged(
