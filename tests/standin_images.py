@@ -56,8 +56,9 @@ KINDS: dict[str, StandIn] = {
     "apache/kafka": StandIn(
         "kafka",
         "tansu, the Kafka-protocol broker of local-up: topics and offsets in memory (a restart "
-        "loses them), no idempotent producer (InitProducerId), one listener (the compose "
-        "network's; the host port does not answer)",
+        "loses them, and a consumer reading past the end of a partition is not told: no "
+        "OFFSET_OUT_OF_RANGE), no idempotent producer (InitProducerId), one listener (the "
+        "compose network's; the host port does not answer)",
     ),
     "axllent/mailpit": StandIn(
         "mailpit",

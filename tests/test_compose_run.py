@@ -275,24 +275,6 @@ def settled_count(run: ComposeRun) -> int:
     return settled(lambda: users_created(run), 3, "analytics' count of users", lambda n: n >= 0)
 
 
-CONSUMED = re.compile(r"^eventkit_events_consumed_total\{[^}]*\} (\S+)$", re.M)
-
-
-def consumers_settled(run: ComposeRun) -> None:
-    """Wait until no consumer's count of applied events has moved for 5 s: nothing of theirs
-    is left in the broker."""
-
-    def applied() -> tuple[float, ...]:
-        counts = []
-        for name in CONSUMERS:
-            with run.client(name) as client:
-                text = client.get("/metrics").text
-            counts.append(sum(float(value) for value in CONSUMED.findall(text)))
-        return tuple(counts)
-
-    settled(applied, 5, "the consumers' applied counts")
-
-
 def read_model_gaps(run: ComposeRun, ids: list[str], analytics_total: int) -> dict[str, int]:
     """How far each read model is from holding every user of `ids` exactly once: billing's
     accounts, notification's welcome mails, analytics' count against `analytics_total` (a
@@ -551,15 +533,17 @@ class TestComposeAsTheReadmeSays:
         broker = "kafka" if stack.broker == "kafka" else "rabbitmq"
         in_memory = "memory" in (stack.lacks(stack.broker_image()) or "")
         if in_memory:
-            # A broker that forgets its log on restart loses what a lagging consumer had not
-            # read yet; what it can prove: sign-ups while it is down wait in the outbox.
-            consumers_settled(stack)
+            # A broker that keeps its log in memory cannot show a restart (and the stand-in
+            # misbehaves after one: no OFFSET_OUT_OF_RANGE for positions past its new, empty
+            # log; produce requests refused for good). What it can show: a broker that stops
+            # answering (frozen, as on a network partition), sign-ups meanwhile waiting in the
+            # outbox, and every one of them delivered once it answers again.
             before = settled_count(stack)
             letters = dead_letters(stack)
-            stack.compose("stop", broker)
+            stack.compose("pause", broker)
             with stack.client("user") as user:
                 ids = [sign_up(user, f"outage{n}") for n in range(30)]
-            stack.compose("start", broker)
+            stack.compose("unpause", broker)
         else:
             before = settled_count(stack)
             letters = dead_letters(stack)
@@ -572,7 +556,9 @@ class TestComposeAsTheReadmeSays:
         assert dead_letters(stack) == letters
         stack.report["broker_restart"] = {
             "sign_ups": 30,
-            "while": "stopped (stand-in keeps its log in memory)" if in_memory else "restarting",
+            "while": "frozen (docker compose pause: the stand-in keeps its log in memory)"
+            if in_memory
+            else "restarting",
             "applied_per_read_model": 30,
             "dead_letters": 0,
         }
