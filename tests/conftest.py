@@ -281,10 +281,13 @@ def producers_of(roster: dict[str, dict[str, Any]], service: str) -> set[str]:
 
 
 def settings_fields(project: Path, service: str) -> set[str]:
-    """Annotated class attributes of eventkit's ServiceSettings and the service's Settings."""
+    """Annotated class attributes of eventkit's ServiceSettings, the broker adapter's
+    settings (KafkaSettings or RabbitMQSettings) and the service's Settings."""
     fields: set[str] = set()
+    adapter = {"kafka": "KafkaSettings", "rabbitmq": "RabbitMQSettings"}[broker_of(project)]
     for path, cls in (
         (project / "libs/eventkit/src/eventkit/settings.py", "ServiceSettings"),
+        (project / f"libs/eventkit/src/eventkit/transports/{broker_of(project)}.py", adapter),
         (project / f"services/{service}/src/{service}_service/settings.py", "Settings"),
     ):
         tree = ast.parse(path.read_text())

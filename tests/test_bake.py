@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -91,6 +92,25 @@ def test_only_the_chosen_brokers_code_is_generated(baked: Path) -> None:
         assert not (baked / pattern.format(broker=other)).exists(), pattern
     leftovers = [p for p in files(baked) if re.search(rf"_{other}\.py$", p.name)]
     assert leftovers == [], "the other broker's files were generated"
+    settings = re.compile(rf"\b({'|'.join(sorted(adapter_settings(other)))})\b")
+    named = [
+        p.relative_to(baked).as_posix()
+        for p in files(baked)
+        if settings.search(p.read_text(errors="replace"))
+    ]
+    assert named == [], f"{other}'s settings are named in a {broker} project"
+
+
+def adapter_settings(broker: str) -> set[str]:
+    """The settings `broker`'s adapter owns: the fields of its settings class."""
+    path = TEMPLATE / "{{cookiecutter.project_slug}}/libs/eventkit/src/eventkit/transports"
+    tree = ast.parse((path / f"{broker}.py").read_text())
+    (owned,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("Settings")]
+    return {
+        node.target.id
+        for node in owned.body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    }
 
 
 def test_generated_tree_passes_ruff(baked: Path) -> None:

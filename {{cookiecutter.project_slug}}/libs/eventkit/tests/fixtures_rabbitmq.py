@@ -13,11 +13,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from eventkit.roster import dead_letter_stream, retry_stream, stream_subscription
-from eventkit.settings import LOCAL_BROKER_URLS
 from eventkit.transports import Transport
-from eventkit.transports.rabbitmq import RabbitMQConfig, RabbitMQTransport
+from eventkit.transports.rabbitmq import LOCAL_URL, RabbitMQConfig, RabbitMQTransport
 
-RABBITMQ_URL = os.environ.get("BROKER_URL", LOCAL_BROKER_URLS["rabbitmq"])
+RABBITMQ_URL = os.environ.get("BROKER_URL", LOCAL_URL)
 
 
 @pytest.fixture

@@ -104,8 +104,11 @@ SETTINGS = {
 }
 
 
-def test_every_setting_reaches_its_config_field() -> None:
-    config = config_from_settings(ServiceSettings(**SETTINGS))
+def test_every_setting_reaches_its_config_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the environment, as a service reads them: ServiceSettings' and KafkaSettings'."""
+    for name, value in SETTINGS.items():
+        monkeypatch.setenv(name, str(value))
+    config = config_from_settings(ServiceSettings(SERVICE_NAME="svc", PORT=0))
     assert config == KafkaConfig(
         brokers=["a:9092", "b:9092"],
         group_id="team-group",
@@ -122,6 +125,8 @@ def test_every_setting_reaches_its_config_field() -> None:
         batch_wait_ms=2,
     )
     assert config.dead_letters == "parked"
+    for name in SETTINGS:
+        monkeypatch.delenv(name)
     defaults = config_from_settings(ServiceSettings(SERVICE_NAME="svc", PORT=0))
     assert (defaults.group_id, defaults.acks, defaults.dead_letters) == ("svc", "all", "dlq.svc")
 

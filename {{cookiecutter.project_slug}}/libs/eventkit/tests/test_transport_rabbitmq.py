@@ -21,6 +21,7 @@ from eventkit.transports import Delivery, Outgoing
 from eventkit.transports.rabbitmq import (
     QueueDeclaredOtherwise,
     RabbitMQConfig,
+    RabbitMQSettings,
     RabbitMQTransport,
     config_from_settings,
 )
@@ -86,22 +87,26 @@ async def test_dead_letters_land_in_the_services_dlq_queue(rabbitmq_names: list[
         assert (message.headers["x-error"], message.headers["x-attempts"]) == ("boom", "4")
 
 
-def test_every_setting_reaches_its_config_field() -> None:
-    settings = ServiceSettings(
-        SERVICE_NAME="svc",
-        PORT=0,
-        BROKER_URL="amqp://u:p@h:5672/v",
-        PREFETCH_COUNT=50,
-        DEAD_LETTER_TOPIC="parked",
-        MAX_RETRIES=7,
-        RETRY_DELAYS_SECONDS="0.5,9",
-        CONSUMER_BATCH_SIZE=50,
-        CONSUMER_BATCH_WAIT_MS=2,
-        QUEUE_TYPE="classic",
-        DELIVERY_LIMIT=5,
-        FIRST_EVENT_WAIT_SECONDS=3,
-        UNKNOWN_EVENT_HOLD_SECONDS=60,
-    )
+SETTINGS = {
+    "BROKER_URL": "amqp://u:p@h:5672/v",
+    "PREFETCH_COUNT": 50,
+    "DEAD_LETTER_TOPIC": "parked",
+    "MAX_RETRIES": 7,
+    "RETRY_DELAYS_SECONDS": "0.5,9",
+    "CONSUMER_BATCH_SIZE": 50,
+    "CONSUMER_BATCH_WAIT_MS": 2,
+    "QUEUE_TYPE": "classic",
+    "DELIVERY_LIMIT": 5,
+    "FIRST_EVENT_WAIT_SECONDS": 3,
+    "UNKNOWN_EVENT_HOLD_SECONDS": 60,
+}
+
+
+def test_every_setting_reaches_its_config_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the environment, as a service reads them: ServiceSettings' and RabbitMQSettings'."""
+    for name, value in SETTINGS.items():
+        monkeypatch.setenv(name, str(value))
+    settings = ServiceSettings(SERVICE_NAME="svc", PORT=0)
     assert config_from_settings(settings) == RabbitMQConfig(
         url="amqp://u:p@h:5672/v",
         service="svc",
@@ -116,6 +121,8 @@ def test_every_setting_reaches_its_config_field() -> None:
         first_event_wait_seconds=3,
         unknown_event_hold_seconds=60,
     )
+    for name in SETTINGS:
+        monkeypatch.delenv(name)
     defaults = config_from_settings(ServiceSettings(SERVICE_NAME="svc", PORT=0))
     assert defaults.prefetch_count > defaults.batch_size  # the next batch fills meanwhile
     assert defaults.dead_letters == "dlq.svc"
@@ -460,7 +467,8 @@ async def test_classic_queues_as_a_setting(rabbitmq_names: list[str]) -> None:
     rabbitmq_names += [stream, stream_subscription(service, stream), dead_letter_stream(service)]
     rabbitmq_names += retry_queues(service)
     config = config_from_settings(
-        ServiceSettings(SERVICE_NAME=service, PORT=0, BROKER_URL=RABBITMQ_URL, QUEUE_TYPE="classic")
+        ServiceSettings(SERVICE_NAME=service, PORT=0, BROKER_URL=RABBITMQ_URL),
+        RabbitMQSettings(QUEUE_TYPE="classic"),
     )
     rabbit = RabbitMQTransport(config)
 

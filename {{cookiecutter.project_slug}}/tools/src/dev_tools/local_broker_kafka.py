@@ -14,9 +14,9 @@ import socket
 import sys
 from pathlib import Path
 
-from eventkit.settings import LOCAL_BROKER_URLS
+from eventkit.transports.kafka import LOCAL_URL
 
-DEFAULT_URL = LOCAL_BROKER_URLS["kafka"]
+DEFAULT_URL = LOCAL_URL
 
 # What a service added later gets of earlier events (make service says it).
 PAST_SEEN = (

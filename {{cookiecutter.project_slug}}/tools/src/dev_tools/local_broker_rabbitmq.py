@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from eventkit.settings import LOCAL_BROKER_URLS
+from eventkit.transports.rabbitmq import LOCAL_URL
 
-DEFAULT_URL = LOCAL_BROKER_URLS["rabbitmq"]
+DEFAULT_URL = LOCAL_URL
 
 # What a service added later gets of earlier events (make service says it).
 PAST_SEEN = (

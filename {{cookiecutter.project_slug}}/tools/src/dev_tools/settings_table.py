@@ -3,7 +3,8 @@
     python -m dev_tools settings-table           rewrite the table in README.md  (make catalog)
     python -m dev_tools settings-table --check   exit 1 if the table is out of date (make test)
 
-Every service shares eventkit's ServiceSettings; a service's own settings.py may add more.
+Every service shares eventkit's ServiceSettings and its broker adapter's settings; a
+service's own settings.py may add more.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic.fields import FieldInfo
 
 from contracts import ROSTER
 from dev_tools import ROOT
-from eventkit.settings import LOCAL_BROKER_URLS, ServiceSettings, shipped_broker
+from eventkit.settings import ServiceSettings, local_broker_url, shipped_broker
 
 README = ROOT / "README.md"
 BEGIN = "<!-- settings table: written by `make catalog` from the settings classes -->"
@@ -25,8 +26,8 @@ END = "<!-- end of settings table -->"
 
 def row(name: str, field: FieldInfo, where: str) -> str:
     default: Any = field.default
-    if extra(field).get("default_from") == "LOCAL_BROKER_URLS":  # unset: this project's broker
-        default = LOCAL_BROKER_URLS[shipped_broker()]
+    if extra(field).get("default_from") == "LOCAL_URL":  # unset: this project's broker
+        default = local_broker_url(shipped_broker())
     if isinstance(default, tuple):  # as the environment gives it: comma-separated
         default = ",".join(
             f"{value:g}" if isinstance(value, float) else str(value) for value in default
@@ -45,24 +46,16 @@ def extra(field: FieldInfo) -> dict[str, Any]:
     return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
 
 
-def for_this_broker(field: FieldInfo) -> bool:
-    """Settings of a broker this project does not use stay out of its README."""
-    broker: str = extra(field).get("broker", shipped_broker())
-    return broker == shipped_broker()
-
-
 def table() -> str:
-    rows = [
-        row(name, field, "every service")
-        for name, field in ServiceSettings.model_fields.items()
-        if for_this_broker(field)
-    ]
+    adapter = importlib.import_module(f"eventkit.transports.{shipped_broker()}")
+    shared = {**ServiceSettings.model_fields, **adapter.BROKER_SETTINGS.model_fields}
+    rows = [row(name, field, "every service") for name, field in shared.items()]
     for name in ROSTER.names:
         settings = importlib.import_module(f"{name}_service.settings").Settings
         rows += [
             row(field_name, field, name)
             for field_name, field in settings.model_fields.items()
-            if field_name not in ServiceSettings.model_fields
+            if field_name not in shared
         ]
     spec_rows = [
         f"| `{spec.url_setting}` | `http://127.0.0.1:{spec.port}` | tools, tests, rebuilds | "

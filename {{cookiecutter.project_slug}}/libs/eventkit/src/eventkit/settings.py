@@ -1,7 +1,9 @@
 """Settings every service shares; each service subclasses this once, in its settings.py.
 
-Every default lives here. Transport configs (KafkaConfig, RabbitMQConfig) read theirs
-from this class too, through `default()`.
+Every default lives here, but the broker's: its adapter owns those (`KafkaSettings` in
+transports/kafka.py, `RabbitMQSettings` in transports/rabbitmq.py), read from the same
+environment, so a project carries only its own broker's. Transport configs read their
+defaults through `default()`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER = "changethis"
 BrokerKind = Literal["kafka", "rabbitmq", "memory"]
-# Where each broker answers on a developer's machine when BROKER_URL is not set.
-LOCAL_BROKER_URLS: dict[str, str] = {
-    "kafka": "localhost:9092",
-    "rabbitmq": "amqp://guest:guest@localhost:5672/",
-    "memory": "memory://",
-}
 
 
 def shipped_broker() -> BrokerKind:
@@ -31,8 +27,12 @@ def shipped_broker() -> BrokerKind:
     return "memory"
 
 
+# Where settings come from, for ServiceSettings and the broker's own settings alike.
+SETTINGS_SOURCES = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
+
+
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
+    model_config = SETTINGS_SOURCES
 
     SERVICE_NAME: str = Field(description="The service's name in the roster.")
     PORT: int = Field(description="Where it listens; the roster's port unless set.")
@@ -55,7 +55,7 @@ class ServiceSettings(BaseSettings):
         "",
         description="Where the broker answers; unset: the default shown, this project's "
         "broker on this machine (memory:// with BROKER=memory).",
-        json_schema_extra={"default_from": "LOCAL_BROKER_URLS"},
+        json_schema_extra={"default_from": "LOCAL_URL"},
     )
     DATABASE_URL: str = Field(
         "",
@@ -150,68 +150,6 @@ class ServiceSettings(BaseSettings):
         description="Share of new traces kept (by trace id); a span follows its parent's "
         "decision, so a trace is whole or absent. OTEL_TRACES_SAMPLER overrides it.",
     )
-    STREAM_PARTITIONS: int = Field(
-        3,
-        description="Kafka: partitions of a topic this service creates.",
-        json_schema_extra={"broker": "kafka"},
-    )
-    STREAM_REPLICATION: int = Field(
-        1,
-        description="Kafka: replicas of a topic this service creates.",
-        json_schema_extra={"broker": "kafka"},
-    )
-    STREAM_MIN_INSYNC_REPLICAS: int = Field(
-        1,
-        description="Kafka: replicas that must hold an event before a publish with acks=all "
-        "counts (min.insync.replicas of the topics this service creates).",
-        json_schema_extra={"broker": "kafka"},
-    )
-    GROUP_ID: str | None = Field(
-        None,
-        description="Kafka: what the service's consumer groups are named after "
-        "(`<GROUP_ID>.<stream>`, one per stream); unset: the service's name.",
-        json_schema_extra={"broker": "kafka"},
-    )
-    AUTO_OFFSET_RESET: Literal["earliest", "latest"] = Field(
-        "earliest",
-        description="Kafka: where a new consumer group starts reading.",
-        json_schema_extra={"broker": "kafka"},
-    )
-    KAFKA_ACKS: Literal["0", "1", "all"] = Field(
-        "all",
-        description="Kafka: replicas that must have an event before a publish counts.",
-        json_schema_extra={"broker": "kafka"},
-    )
-    KAFKA_IDEMPOTENCE: bool = Field(
-        False,
-        description="Kafka: idempotent producer (real Kafka; the embedded broker refuses it).",
-        json_schema_extra={"broker": "kafka"},
-    )
-    DEAD_LETTER_MAX_LENGTH: int = Field(
-        100_000,
-        description="RabbitMQ: the most dead letters a dlq.<service> queue keeps.",
-        json_schema_extra={"broker": "rabbitmq"},
-    )
-    QUEUE_TYPE: Literal["quorum", "classic"] = Field(
-        "quorum",
-        description="RabbitMQ: the type of every queue a service declares: quorum "
-        "(replicated over a cluster's nodes) or classic; the same for every service.",
-        json_schema_extra={"broker": "rabbitmq"},
-    )
-    DELIVERY_LIMIT: int = Field(
-        20,
-        ge=1,
-        description="RabbitMQ, quorum queues: deliveries of a message handed back "
-        "unapplied (its consumer crashed on it) before it goes to the dead-letter queue.",
-        json_schema_extra={"broker": "rabbitmq"},
-    )
-    PREFETCH_COUNT: int = Field(
-        400,
-        description="RabbitMQ: unacknowledged deliveries per consumer; above "
-        "CONSUMER_BATCH_SIZE so the next batch arrives while one is applied.",
-        json_schema_extra={"broker": "rabbitmq"},
-    )
-
     ADMIN_TOKEN: str | None = Field(
         None,
         description="Bearer token of the admin calls (/dlq, rebuilds); unset: they are open.",
@@ -237,7 +175,7 @@ class ServiceSettings(BaseSettings):
 
     @property
     def broker_url(self) -> str:
-        return self.BROKER_URL or LOCAL_BROKER_URLS[self.broker]
+        return self.BROKER_URL or local_broker_url(self.broker)
 
     @property
     def database_url(self) -> str:
@@ -259,9 +197,15 @@ class ServiceSettings(BaseSettings):
         return self
 
 
-def default(name: str) -> Any:
+def default(name: str, settings: type[BaseSettings] = ServiceSettings) -> Any:
     """The default of setting `name`, for code that takes the value as an argument."""
-    return ServiceSettings.model_fields[name].default
+    return settings.model_fields[name].default
+
+
+def local_broker_url(broker: BrokerKind) -> str:
+    """Where `broker` answers on a developer's machine (its adapter's LOCAL_URL)."""
+    adapter = importlib.import_module(f"eventkit.transports.{broker}")
+    return str(adapter.LOCAL_URL)
 
 
 def admin_token() -> str | None:

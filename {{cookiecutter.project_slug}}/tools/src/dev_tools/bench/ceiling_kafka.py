@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from eventkit.transports.kafka import KafkaSettings
+
 if TYPE_CHECKING:
     from eventkit.settings import ServiceSettings
 
@@ -37,7 +39,8 @@ async def declare(config: ServiceSettings, topic: str, groups: list[str]) -> Non
     )
     await admin.start()
     try:
-        topics = [NewTopic(topic, config.STREAM_PARTITIONS, config.STREAM_REPLICATION)]
+        kafka = KafkaSettings()  # as the services create their topics
+        topics = [NewTopic(topic, kafka.STREAM_PARTITIONS, kafka.STREAM_REPLICATION)]
         await admin.create_topics(topics)
     finally:
         await admin.close()
@@ -50,7 +53,7 @@ async def publish(
 
     `in_flight` does not apply: the producer's batches bound what is in flight.
     """
-    acks = config.KAFKA_ACKS  # as the services publish
+    acks = KafkaSettings().KAFKA_ACKS  # as the services publish
     producer = AIOKafkaProducer(
         bootstrap_servers=servers(config.broker_url),
         acks=acks if acks == "all" else int(acks),

@@ -20,10 +20,12 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
 from faststream.message import StreamMessage
 from faststream.specification import AsyncAPI
+from pydantic import Field
+from pydantic_settings import BaseSettings
 
 from eventkit.envelope import Envelope
 from eventkit.roster import dead_letter_stream, retry_stream, stream_subscription
-from eventkit.settings import ServiceSettings, default
+from eventkit.settings import SETTINGS_SOURCES, ServiceSettings, default
 from eventkit.transports import (
     BatchHandler,
     Delivery,
@@ -33,6 +35,49 @@ from eventkit.transports import (
     delivery_from_settings,
 )
 
+# Where Kafka answers on a developer's machine (local-up's broker) when BROKER_URL is unset.
+LOCAL_URL = "localhost:9092"
+
+
+class KafkaSettings(BaseSettings):
+    """Kafka's settings, read where ServiceSettings reads its own (the environment, .env)."""
+
+    model_config = SETTINGS_SOURCES
+
+    STREAM_PARTITIONS: int = Field(
+        3,
+        description="Kafka: partitions of a topic this service creates.",
+    )
+    STREAM_REPLICATION: int = Field(
+        1,
+        description="Kafka: replicas of a topic this service creates.",
+    )
+    STREAM_MIN_INSYNC_REPLICAS: int = Field(
+        1,
+        description="Kafka: replicas that must hold an event before a publish with acks=all "
+        "counts (min.insync.replicas of the topics this service creates).",
+    )
+    GROUP_ID: str | None = Field(
+        None,
+        description="Kafka: what the service's consumer groups are named after "
+        "(`<GROUP_ID>.<stream>`, one per stream); unset: the service's name.",
+    )
+    AUTO_OFFSET_RESET: Literal["earliest", "latest"] = Field(
+        "earliest",
+        description="Kafka: where a new consumer group starts reading.",
+    )
+    KAFKA_ACKS: Literal["0", "1", "all"] = Field(
+        "all",
+        description="Kafka: replicas that must have an event before a publish counts.",
+    )
+    KAFKA_IDEMPOTENCE: bool = Field(
+        False,
+        description="Kafka: idempotent producer (real Kafka; the embedded broker refuses it).",
+    )
+
+
+BROKER_SETTINGS = KafkaSettings  # this adapter's settings, under the name every adapter uses
+
 
 @dataclass
 class KafkaConfig(DeliveryConfig):
@@ -40,17 +85,17 @@ class KafkaConfig(DeliveryConfig):
 
     brokers: list[str]
     group_id: str
-    auto_offset_reset: Literal["earliest", "latest"] = default("AUTO_OFFSET_RESET")
-    acks: Literal["0", "1", "all"] = default("KAFKA_ACKS")
-    enable_idempotence: bool = default("KAFKA_IDEMPOTENCE")
+    auto_offset_reset: Literal["earliest", "latest"] = default("AUTO_OFFSET_RESET", KafkaSettings)
+    acks: Literal["0", "1", "all"] = default("KAFKA_ACKS", KafkaSettings)
+    enable_idempotence: bool = default("KAFKA_IDEMPOTENCE", KafkaSettings)
     # Low waits keep fan-out latency low; the broker does not cut the wait short.
     fetch_max_wait_ms: int = 20
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     # Partitions of each stream's topic: the most consumers of one group that can share it.
-    partitions: int = default("STREAM_PARTITIONS")
-    replication: int = default("STREAM_REPLICATION")
-    min_insync_replicas: int = default("STREAM_MIN_INSYNC_REPLICAS")
+    partitions: int = default("STREAM_PARTITIONS", KafkaSettings)
+    replication: int = default("STREAM_REPLICATION", KafkaSettings)
+    min_insync_replicas: int = default("STREAM_MIN_INSYNC_REPLICAS", KafkaSettings)
     # How soon clients notice a topic that was re-created or got partitions.
     metadata_max_age_ms: int = 5000
     # A batch fetch returns at once with what has arrived, or waits this long for some.
@@ -62,16 +107,20 @@ class KafkaConfig(DeliveryConfig):
         return self.dead_letter_topic or dead_letter_stream(self.group_id)
 
 
-def config_from_settings(settings: ServiceSettings) -> KafkaConfig:
+def config_from_settings(
+    settings: ServiceSettings, kafka: KafkaSettings | None = None
+) -> KafkaConfig:
+    """`kafka`: unset, read from the environment."""
+    kafka = kafka or KafkaSettings()
     return KafkaConfig(
         brokers=[b.strip() for b in settings.broker_url.split(",") if b.strip()],
-        group_id=settings.GROUP_ID or settings.SERVICE_NAME,
-        auto_offset_reset=settings.AUTO_OFFSET_RESET,
-        acks=settings.KAFKA_ACKS,
-        enable_idempotence=settings.KAFKA_IDEMPOTENCE,
-        partitions=settings.STREAM_PARTITIONS,
-        replication=settings.STREAM_REPLICATION,
-        min_insync_replicas=settings.STREAM_MIN_INSYNC_REPLICAS,
+        group_id=kafka.GROUP_ID or settings.SERVICE_NAME,
+        auto_offset_reset=kafka.AUTO_OFFSET_RESET,
+        acks=kafka.KAFKA_ACKS,
+        enable_idempotence=kafka.KAFKA_IDEMPOTENCE,
+        partitions=kafka.STREAM_PARTITIONS,
+        replication=kafka.STREAM_REPLICATION,
+        min_insync_replicas=kafka.STREAM_MIN_INSYNC_REPLICAS,
         **delivery_from_settings(settings),
     )
 

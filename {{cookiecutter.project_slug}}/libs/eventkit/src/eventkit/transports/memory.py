@@ -21,6 +21,8 @@ from eventkit.transports import (
     delivery_from_settings,
 )
 
+LOCAL_URL = "memory://"  # nothing to reach: BROKER_URL means nothing here
+
 
 @dataclass
 class MemoryConfig(DeliveryConfig):

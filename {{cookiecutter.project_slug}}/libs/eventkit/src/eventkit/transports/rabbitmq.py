@@ -42,10 +42,12 @@ from faststream.rabbit import (
     TestRabbitBroker,
 )
 from faststream.specification import AsyncAPI
+from pydantic import Field
+from pydantic_settings import BaseSettings
 
 from eventkit.envelope import Envelope
 from eventkit.roster import dead_letter_stream, retry_stream, stream_subscription
-from eventkit.settings import ServiceSettings, default
+from eventkit.settings import SETTINGS_SOURCES, ServiceSettings, default
 from eventkit.transports import (
     BatchHandler,
     Delivery,
@@ -68,6 +70,40 @@ RETRY_QUEUE_HEADER = "retry-queue"
 GAP_WAIT_SECONDS = 0.25
 
 
+# Where RabbitMQ answers on a developer's machine (local-up's) when BROKER_URL is unset.
+LOCAL_URL = "amqp://guest:guest@localhost:5672/"
+
+
+class RabbitMQSettings(BaseSettings):
+    """RabbitMQ's settings, read where ServiceSettings reads its own (the environment, .env)."""
+
+    model_config = SETTINGS_SOURCES
+
+    DEAD_LETTER_MAX_LENGTH: int = Field(
+        100_000,
+        description="RabbitMQ: the most dead letters a dlq.<service> queue keeps.",
+    )
+    QUEUE_TYPE: Literal["quorum", "classic"] = Field(
+        "quorum",
+        description="RabbitMQ: the type of every queue a service declares: quorum "
+        "(replicated over a cluster's nodes) or classic; the same for every service.",
+    )
+    DELIVERY_LIMIT: int = Field(
+        20,
+        ge=1,
+        description="RabbitMQ, quorum queues: deliveries of a message handed back "
+        "unapplied (its consumer crashed on it) before it goes to the dead-letter queue.",
+    )
+    PREFETCH_COUNT: int = Field(
+        400,
+        description="RabbitMQ: unacknowledged deliveries per consumer; above "
+        "CONSUMER_BATCH_SIZE so the next batch arrives while one is applied.",
+    )
+
+
+BROKER_SETTINGS = RabbitMQSettings  # this adapter's settings, under the name every adapter uses
+
+
 @dataclass
 class RabbitMQConfig(DeliveryConfig):
     """`RabbitMQConfig(url=..., service=..., prefetch_count=20)`."""
@@ -77,13 +113,13 @@ class RabbitMQConfig(DeliveryConfig):
     service: str
     # Unacknowledged deliveries per consumer: above batch_size, so the next batch fills
     # while one is applied (each aggregate's events still apply in sequence order).
-    prefetch_count: int = default("PREFETCH_COUNT")
+    prefetch_count: int = default("PREFETCH_COUNT", RabbitMQSettings)
     # The most dead letters the queue keeps; past it the oldest are dropped.
-    dead_letter_max_length: int = default("DEAD_LETTER_MAX_LENGTH")
-    queue_type: Literal["quorum", "classic"] = default("QUEUE_TYPE")
+    dead_letter_max_length: int = default("DEAD_LETTER_MAX_LENGTH", RabbitMQSettings)
+    queue_type: Literal["quorum", "classic"] = default("QUEUE_TYPE", RabbitMQSettings)
     # Deliveries of a message handed back unapplied, after which a quorum queue
     # dead-letters it.
-    delivery_limit: int = default("DELIVERY_LIMIT")
+    delivery_limit: int = default("DELIVERY_LIMIT", RabbitMQSettings)
     # A batch may wait in the consumer (for a rebuild, for the database) far longer than on
     # Kafka: each time it is handed back counts towards the delivery limit. Below the
     # broker's consumer_timeout (30 min by default).
@@ -94,14 +130,18 @@ class RabbitMQConfig(DeliveryConfig):
         return self.dead_letter_topic or dead_letter_stream(self.service)
 
 
-def config_from_settings(settings: ServiceSettings) -> RabbitMQConfig:
+def config_from_settings(
+    settings: ServiceSettings, rabbitmq: RabbitMQSettings | None = None
+) -> RabbitMQConfig:
+    """`rabbitmq`: unset, read from the environment."""
+    rabbitmq = rabbitmq or RabbitMQSettings()
     return RabbitMQConfig(
         url=settings.broker_url,
         service=settings.SERVICE_NAME,
-        prefetch_count=settings.PREFETCH_COUNT,
-        dead_letter_max_length=settings.DEAD_LETTER_MAX_LENGTH,
-        queue_type=settings.QUEUE_TYPE,
-        delivery_limit=settings.DELIVERY_LIMIT,
+        prefetch_count=rabbitmq.PREFETCH_COUNT,
+        dead_letter_max_length=rabbitmq.DEAD_LETTER_MAX_LENGTH,
+        queue_type=rabbitmq.QUEUE_TYPE,
+        delivery_limit=rabbitmq.DELIVERY_LIMIT,
         **delivery_from_settings(settings),
     )
 
