@@ -527,17 +527,34 @@ async def test_an_event_held_past_the_hold_is_dead_lettered_with_the_reason(
     assert "deploy this service" in letter.error and letter.attempts == 0
 
 
+async def second_and_third_dead_lettered(
+    db: Database, transport: MemoryTransport
+) -> dict[int, str]:
+    """The errors of #2 and #3, once both are dead letters for good (none held): the
+    broker's first, then the list."""
+
+    async def both_for_good() -> dict[int, str] | None:
+        letters = {json.loads(row.payload)["sequence"]: row.error for row in await dead_letters(db)}
+        listed = letters.keys() == {2, 3} and all("; held" not in e for e in letters.values())
+        return letters if len(transport.dead_letters) == 2 and listed else None
+
+    return await async_wait_until(both_for_good, timeout=10, what="#2 and #3 dead-lettered")
+
+
+class BugOnSecond(Sequences):
+    """Each aggregate's #2 fails, every time: a bug."""
+
+    async def __call__(self, event: Envelope, session: AsyncSession) -> None:
+        if event.sequence == 2:
+            raise RuntimeError("a bug on #2")
+        await super().__call__(event, session)
+
+
 async def test_a_held_event_known_at_last_waits_as_any_other_event(db: Database) -> None:
     """Found by the simulation (seed 300226): the hold of an event not known yet outlived
     its reason. Once a deploy knows the event, a hold left on its aggregate put it off
     without spending retries for the whole hold (a day by default) behind an earlier
     event that was poison, where it must wait as any event does, then be dead-lettered."""
-
-    class BugOnSecond(Sequences):
-        async def __call__(self, event: Envelope, session: AsyncSession) -> None:
-            if event.sequence == 2:
-                raise RuntimeError("a bug on #2")
-            await super().__call__(event, session)
 
     handler = BugOnSecond()
     consumer = make_consumer(db, handler, max_retries=1, unknown_event_hold_seconds=60)
@@ -548,12 +565,7 @@ async def test_a_held_event_known_at_last_waits_as_any_other_event(db: Database)
     deployed = make_consumer(db, handler, registry=deployed_registry(), transport=transport)
     await deployed.handle(THINGS, of(vanished("h"), 2))  # poison: retried, dead-lettered
 
-    async def both_for_good() -> dict[int, str] | None:  # the broker's first, then the list
-        letters = {json.loads(row.payload)["sequence"]: row.error for row in await dead_letters(db)}
-        listed = letters.keys() == {2, 3} and "; held" not in letters[3]
-        return letters if len(transport.dead_letters) == 2 and listed else None
-
-    letters = await async_wait_until(both_for_good, timeout=10, what="#2 and #3 dead-lettered")
+    letters = await second_and_third_dead_lettered(db, transport)
     assert "a bug on #2" in letters[2] and "waits for #2" in letters[3]
     assert handler.applied == [("h", 1)]
 
@@ -562,12 +574,6 @@ async def test_a_held_event_that_fails_once_known_lifts_its_hold(db: Database) -
     """Found by the simulation (seed 14001410): #2, of a version not known yet, was held; a
     deploy knew it, and then it failed on a bug and was dead-lettered. Its hold stayed, so
     #3 was put off for the rest of the hold (a day) instead of waiting as for any failure."""
-
-    class BugOnSecond(Sequences):
-        async def __call__(self, event: Envelope, session: AsyncSession) -> None:
-            if event.sequence == 2:
-                raise RuntimeError("a bug on #2")
-            await super().__call__(event, session)
 
     handler = BugOnSecond()
     consumer = make_consumer(db, handler, max_retries=1, unknown_event_hold_seconds=60)
@@ -578,12 +584,7 @@ async def test_a_held_event_that_fails_once_known_lifts_its_hold(db: Database) -
     await consumer.handle(THINGS, of(vanished("k"), 3))  # waits for the hold
     make_consumer(db, handler, registry=deployed_registry(), transport=transport)
 
-    async def both_for_good() -> dict[int, str] | None:
-        letters = {json.loads(row.payload)["sequence"]: row.error for row in await dead_letters(db)}
-        listed = letters.keys() == {2, 3} and all("; held" not in e for e in letters.values())
-        return letters if len(transport.dead_letters) == 2 and listed else None
-
-    letters = await async_wait_until(both_for_good, timeout=10, what="#2 and #3 dead-lettered")
+    letters = await second_and_third_dead_lettered(db, transport)
     assert "a bug on #2" in letters[2] and "waits for #2" in letters[3]
     assert handler.applied == [("k", 1)]
 
