@@ -7,6 +7,7 @@ a day of retries passes in a second and a seed replays exactly.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,12 @@ def now() -> float:
 
 def utcnow() -> datetime:
     return datetime.fromtimestamp(_source(), UTC)
+
+
+async def sleep(seconds: float) -> None:
+    """Wait `seconds` on the wall clock; under another clock only yield (its time passes
+    when its owner says, as the simulation's does between steps)."""
+    await asyncio.sleep(seconds if _source is time.time else 0)
 
 
 @contextmanager
