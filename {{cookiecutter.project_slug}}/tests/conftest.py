@@ -25,7 +25,7 @@ import pytest
 from contracts import ROSTER, USER_EVENTS
 from eventkit import ServiceSettings
 from eventkit.settings import admin_token
-from eventkit.transports import create_transport
+from eventkit.transports import Outgoing, create_transport
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +93,9 @@ def _publish_raw(*messages: tuple[bytes, str], stream: str = USER_EVENTS) -> Non
         await transport.start()
         try:
             for body, key in messages:
-                await transport.publish(stream, body, key=key, event_type="tests")
+                await transport.publish(
+                    Outgoing(stream=stream, body=body, key=key, event_type="tests")
+                )
         finally:
             await transport.stop()
 

@@ -413,16 +413,11 @@ class SimTransport:
     async def recover(self) -> None:
         return None
 
-    async def publish(
-        self,
-        stream: str,
-        body: bytes,
-        *,
-        key: str,
-        event_type: str,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.broker.publish(stream, body, key, event_type, headers, f"publish:{self.replica}")
+    async def publish(self, message: Outgoing) -> None:
+        origin = f"publish:{self.replica}"
+        self.broker.publish(
+            message.stream, message.body, message.key, message.event_type, message.headers, origin
+        )
 
     async def publish_batch(self, messages: Sequence[Outgoing], *, timeout: float) -> list[Outcome]:
         plan = await self.on_publish(self, messages)

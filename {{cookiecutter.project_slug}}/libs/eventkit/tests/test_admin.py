@@ -34,6 +34,7 @@ from eventkit.feed import PENDING_KEY_HEADER, PENDING_POSITION_HEADER
 from eventkit.inbox import ProcessedEvent
 from eventkit.outbox import OutboxMessage
 from eventkit.testing import async_wait_until, deliver, running
+from eventkit.transports import Outgoing
 from eventkit.transports.memory import MemoryConfig, MemoryTransport
 from sample_domain import THINGS, happened, things_roster, vanished
 
@@ -198,12 +199,16 @@ async def test_a_replay_goes_a_page_at_a_time_and_counts_attempts_afresh(
 async def test_malformed_messages_are_dead_lettered_with_the_reason(
     probe: httpx.AsyncClient, transport: MemoryTransport
 ) -> None:
-    await transport.publish(THINGS, b"not json", key="", event_type="")
+    await transport.publish(Outgoing(stream=THINGS, body=b"not json", key="", event_type=""))
     invalid = new_event("Vanished", {"thing": "u"}, source="source", aggregate_id="u")
-    await transport.publish(THINGS, invalid.to_bytes(), key="u", event_type="Vanished")
+    await transport.publish(
+        Outgoing(stream=THINGS, body=invalid.to_bytes(), key="u", event_type="Vanished")
+    )
     # A type it does not know yet is listed, and held for a later deploy.
     unknown = new_event("Exploded", {"thing_id": "x"}, source="source", aggregate_id="x")
-    await transport.publish(THINGS, unknown.to_bytes(), key="x", event_type="Exploded")
+    await transport.publish(
+        Outgoing(stream=THINGS, body=unknown.to_bytes(), key="x", event_type="Exploded")
+    )
     letters = (await probe.get("/dlq")).json()
     assert [(d["attempts"], d["error"].split(":")[0]) for d in letters] == [
         (0, "not valid JSON"),

@@ -3,7 +3,7 @@
 import asyncio
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import select
@@ -64,19 +64,11 @@ class RefusesOnce(MemoryTransport):
         super().__init__()
         self.note = note
 
-    async def publish(
-        self,
-        stream: str,
-        body: bytes,
-        *,
-        key: str,
-        event_type: str,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        if Envelope.from_bytes(body).data["note"] == self.note:
+    async def publish(self, message: Outgoing) -> None:
+        if Envelope.from_bytes(message.body).data["note"] == self.note:
             self.note = ""
             raise ConnectionError("refused")
-        await super().publish(stream, body, key=key, event_type=event_type, headers=headers)
+        await super().publish(message)
 
 
 async def test_a_failed_publish_keeps_the_rest_of_its_key_pending_and_sends_the_others(
@@ -106,7 +98,7 @@ class HangsOnce(MemoryTransport):
             if Envelope.from_bytes(message.body).data["note"] == self.note:
                 self.note = ""
                 await asyncio.Event().wait()
-            await self.publish(message.stream, message.body, key=message.key, event_type="T")
+            await self.publish(message)
 
         return await publish_per_key(publish, messages, timeout)
 

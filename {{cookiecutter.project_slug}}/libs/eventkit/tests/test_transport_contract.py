@@ -48,7 +48,11 @@ async def test_every_subscriber_gets_every_message_in_key_order(
     messages = [f"m{n}".encode() for n in range(50)]
     try:
         for body in messages[:25]:
-            await producer.publish(stream, body, key="one-aggregate", event_type="T", headers=TRACE)
+            await producer.publish(
+                Outgoing(
+                    stream=stream, body=body, key="one-aggregate", event_type="T", headers=TRACE
+                )
+            )
         # The relay's way: many in flight, the key's order kept, each confirmed.
         batch = [
             Outgoing(stream=stream, body=body, key="one-aggregate", event_type="T", headers=TRACE)
@@ -137,7 +141,9 @@ async def test_a_retry_reaches_only_the_service_that_sent_it(
         await service.start()
     try:
         await services["mine"].publish_retry(stream, b"again", {}, key="k", delay=0.5)
-        await services["mine"].publish(stream, b"for all", key="k", event_type="T")
+        await services["mine"].publish(
+            Outgoing(stream=stream, body=b"for all", key="k", event_type="T")
+        )
         await async_wait_until(
             lambda: asyncio.sleep(
                 0, received["mine"] == [b"for all", b"again"] and received["other"]
@@ -195,7 +201,9 @@ async def test_a_batch_handed_back_while_the_database_is_down_comes_again_and_ap
         db.down = True
         for sequence in (1, 2, 3):
             event = happened("agg").model_copy(update={"sequence": sequence})
-            await producer.publish(stream, event.to_bytes(), key="agg", event_type=event.type)
+            await producer.publish(
+                Outgoing(stream=stream, body=event.to_bytes(), key="agg", event_type=event.type)
+            )
         # Many deliveries of ~0.5 s each, while the whole retry schedule is 0.2 s.
         await async_wait_until(
             lambda: asyncio.sleep(0, db.refused >= 20), timeout=60, what="deliveries waiting"

@@ -152,7 +152,9 @@ async def test_prefetch_and_the_dead_letter_queue_come_from_the_config(
     connection = await aio_pika.connect(RABBITMQ_URL)
     try:
         for n in range(20):
-            await rabbit.publish(stream, f"m{n}".encode(), key="k", event_type="T")
+            await rabbit.publish(
+                Outgoing(stream=stream, body=f"m{n}".encode(), key="k", event_type="T")
+            )
         channel = await connection.channel()
 
         async def held_back() -> bool:
@@ -198,9 +200,15 @@ async def test_a_queue_whose_handlers_name_types_is_bound_to_those_only(
         for event_type in ("Wanted", "Unwanted", "AlsoWanted", "Unwanted"):
             if event_type == "Unwanted":  # no queue takes it: the broker hands it back
                 with pytest.raises(Exception, match=r"NO_ROUTE"):
-                    await rabbit.publish(stream, b"no", key="k", event_type=event_type)
+                    await rabbit.publish(
+                        Outgoing(stream=stream, body=b"no", key="k", event_type=event_type)
+                    )
             else:
-                await rabbit.publish(stream, event_type.encode(), key="k", event_type=event_type)
+                await rabbit.publish(
+                    Outgoing(
+                        stream=stream, body=event_type.encode(), key="k", event_type=event_type
+                    )
+                )
         await async_wait_until(
             lambda: asyncio.sleep(0, len(received) >= 2), timeout=10, what="the wanted two"
         )
@@ -225,7 +233,7 @@ async def test_a_publish_no_queue_takes_fails_so_the_outbox_keeps_it(
     await publisher.start()
     try:
         with pytest.raises(Exception, match=r"NO_ROUTE"):
-            await publisher.publish(stream, b"lost?", key="k", event_type="T")
+            await publisher.publish(Outgoing(stream=stream, body=b"lost?", key="k", event_type="T"))
     finally:
         await publisher.stop()
 
@@ -273,7 +281,9 @@ async def test_readers_that_start_after_the_publisher_get_what_it_sent_before(
     await publisher.start()
     try:
         for n in range(3):
-            await publisher.publish(stream, f"early{n}".encode(), key="k", event_type="T")
+            await publisher.publish(
+                Outgoing(stream=stream, body=f"early{n}".encode(), key="k", event_type="T")
+            )
     finally:
         await publisher.stop()
     reader, received = transport(reader_name), []
@@ -327,7 +337,9 @@ async def test_one_replica_takes_a_queue_and_the_next_takes_over_in_order(
     await second.start()
     try:
         for n in range(5):
-            await first.publish(stream, f"m{n}".encode(), key="k", event_type="T")
+            await first.publish(
+                Outgoing(stream=stream, body=f"m{n}".encode(), key="k", event_type="T")
+            )
         await async_wait_until(
             lambda: asyncio.sleep(0, held.is_set()), timeout=10, what="the first replica's batch"
         )
@@ -355,7 +367,9 @@ async def test_a_batch_takes_the_real_subscriber_path_under_faststreams_test_bro
     async with TestRabbitBroker(rabbit.broker):
         for thing in ("a", "b"):
             event = happened(thing)
-            await rabbit.publish(THINGS, event.to_bytes(), key=thing, event_type=event.type)
+            await rabbit.publish(
+                Outgoing(stream=THINGS, body=event.to_bytes(), key=thing, event_type=event.type)
+            )
     assert applied == ["a", "b"]
     assert await db_count(db) == 2
 
@@ -439,7 +453,7 @@ async def test_queues_are_quorum_and_a_message_handed_back_too_often_is_dead_let
     rabbit.declare_publisher(stream)
     await rabbit.start()
     try:
-        await rabbit.publish(stream, b"crasher", key="k", event_type="T")
+        await rabbit.publish(Outgoing(stream=stream, body=b"crasher", key="k", event_type="T"))
         await async_wait_until(
             lambda: asyncio.sleep(0, len(deliveries) >= 3), timeout=20, what="3 deliveries"
         )

@@ -24,7 +24,7 @@ import httpx
 from contracts import ROSTER
 from eventkit import ServiceSettings
 from eventkit.settings import admin_token
-from eventkit.transports import create_transport
+from eventkit.transports import Outgoing, create_transport
 
 CONSUMERS = [spec.name for spec in ROSTER.consumers]
 PAGE = 1000  # dead letters one replay call hands back at most (its `limit` allows no more)
@@ -73,7 +73,9 @@ def poison(service: str) -> int:
         transport = create_transport(settings)
         await transport.start()
         try:
-            await transport.publish(stream, body, key=marker, event_type=event_type)
+            await transport.publish(
+                Outgoing(stream=stream, body=body, key=marker, event_type=event_type)
+            )
         finally:
             await transport.stop()
 

@@ -26,7 +26,7 @@ from eventkit.outbox import OutboxMessage, OutboxRelay
 from eventkit.roster import Roster, ServiceSpec
 from eventkit.settings import ServiceSettings
 from eventkit.subscriptions import Subscriptions
-from eventkit.transports import Transport, create_transport
+from eventkit.transports import Outgoing, Transport, create_transport
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,7 @@ class ServiceKit:
             fields = {"source": self.settings.SERVICE_NAME, **payload}
             event = Envelope.model_validate({"id": uuid.uuid4(), **fields})
         self.roster.events.validate(event)
-        await self.transport.publish(
-            stream, event.to_bytes(), key=event.aggregate_id or "", event_type=event.type
-        )
+        await self.transport.publish(Outgoing.of(stream, event))
         return event
 
     def feed_urls(self, environ: Mapping[str, str] = os.environ) -> dict[str, str]:

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from eventkit.envelope import Envelope
 from eventkit.kit import ServiceKit
-from eventkit.transports import Transport
+from eventkit.transports import Outgoing, Transport
 
 T = TypeVar("T")
 
@@ -77,6 +77,4 @@ def under_test(transport: Transport) -> AbstractAsyncContextManager[object]:
 
 async def deliver(transport: Transport, stream: str, event: Envelope) -> None:
     """Publish `event` on `stream`, as the producing service's relay would."""
-    await transport.publish(
-        stream, event.to_bytes(), key=event.aggregate_id or "", event_type=event.type
-    )
+    await transport.publish(Outgoing.of(stream, event))

@@ -13,7 +13,7 @@ import httpx
 
 from contracts import ROSTER, USER_EVENTS
 from eventkit import ServiceSettings, new_event
-from eventkit.transports import Transport, create_transport
+from eventkit.transports import Outgoing, Transport, create_transport
 
 STREAM = USER_EVENTS
 CREATED = "UserCreated"
@@ -143,7 +143,9 @@ async def publish_all(
 
     async def one(body: bytes, key: str, event_type: str) -> None:
         async with gate:
-            await transport.publish(stream, body, key=key, event_type=event_type)
+            await transport.publish(
+                Outgoing(stream=stream, body=body, key=key, event_type=event_type)
+            )
 
     started = time.perf_counter()
     await asyncio.gather(*(one(*m) for m in messages))

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from eventkit.envelope import Envelope
 from eventkit.settings import ServiceSettings, default
 
 # One received message: its body and headers.
@@ -23,13 +24,23 @@ BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outgoing:
-    """One message of a `publish_batch`: what `publish` takes, as one value."""
+    """One message to publish: what `publish` takes (and `publish_batch`, many)."""
 
     stream: str
     body: bytes
     key: str
     event_type: str
     headers: Mapping[str, str] | None = None
+
+    @classmethod
+    def of(cls, stream: str, event: Envelope) -> Outgoing:
+        """`event` as its publisher sends it: keyed by its aggregate, named by its type."""
+        return cls(
+            stream=stream,
+            body=event.to_bytes(),
+            key=event.aggregate_id or "",
+            event_type=event.type,
+        )
 
 
 # What became of one message of a batch: None once the broker has it, else the error.
@@ -127,16 +138,8 @@ class Transport(Protocol):
     async def recover(self) -> None:
         """Called once the broker answers again after an outage."""
 
-    async def publish(
-        self,
-        stream: str,
-        body: bytes,
-        *,
-        key: str,
-        event_type: str,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        """Publish and wait until the broker has taken the message."""
+    async def publish(self, message: Outgoing) -> None:
+        """Publish one message and wait until the broker has taken it."""
 
     async def publish_batch(self, messages: Sequence[Outgoing], *, timeout: float) -> list[Outcome]:
         """Publish `messages` with many in flight at once; one outcome each, in their order.

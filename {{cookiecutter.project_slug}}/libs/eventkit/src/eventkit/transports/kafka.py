@@ -289,20 +289,12 @@ class KafkaTransport:
     async def stop(self) -> None:
         await self.broker.stop()
 
-    async def publish(
-        self,
-        stream: str,
-        body: bytes,
-        *,
-        key: str,
-        event_type: str,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
+    async def publish(self, message: Outgoing) -> None:
         await self.broker.publish(
-            body,
-            topic=stream,
-            key=key.encode() if key else None,
-            headers=_headers(event_type, headers),
+            message.body,
+            topic=message.stream,
+            key=message.key.encode() if message.key else None,
+            headers=_headers(message.event_type, message.headers),
         )
 
     async def publish_batch(self, messages: Sequence[Outgoing], *, timeout: float) -> list[Outcome]:

@@ -85,19 +85,12 @@ class MemoryTransport:
     async def recover(self) -> None:
         return None
 
-    async def publish(
-        self,
-        stream: str,
-        body: bytes,
-        *,
-        key: str,
-        event_type: str,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
+    async def publish(self, message: Outgoing) -> None:
         if not self.up:
             raise ConnectionError("in-process transport is stopped")
-        self.published.append((stream, body))
-        await self.bus.publish(stream, (body, event_type, dict(headers or {})))
+        self.published.append((message.stream, message.body))
+        payload = (message.body, message.event_type, dict(message.headers or {}))
+        await self.bus.publish(message.stream, payload)
 
     async def publish_batch(self, messages: Sequence[Outgoing], *, timeout: float) -> list[Outcome]:
         """One at a time, in order: in one process there is no round trip to overlap."""
@@ -108,13 +101,7 @@ class MemoryTransport:
                 outcomes.append(failed[message.key])
                 continue
             try:
-                await self.publish(
-                    message.stream,
-                    message.body,
-                    key=message.key,
-                    event_type=message.event_type,
-                    headers=message.headers,
-                )
+                await self.publish(message)
             except Exception as exc:
                 outcomes.append(exc)
                 if message.key:

@@ -426,24 +426,16 @@ class RabbitMQTransport:
     async def stop(self) -> None:
         await self.broker.stop()
 
-    async def publish(
-        self,
-        stream: str,
-        body: bytes,
-        *,
-        key: str,
-        event_type: str,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
+    async def publish(self, message: Outgoing) -> None:
         await self.broker.publish(
-            body,
-            exchange=stream_exchange(stream),
-            routing_key=event_type,
+            message.body,
+            exchange=stream_exchange(message.stream),
+            routing_key=message.event_type,
             persist=True,
             mandatory=True,
             content_type="application/json",
-            message_type=event_type,
-            headers={"aggregate-id": key, **(headers or {})},
+            message_type=message.event_type,
+            headers={"aggregate-id": message.key, **(message.headers or {})},
         )
 
     async def publish_batch(self, messages: Sequence[Outgoing], *, timeout: float) -> list[Outcome]:
@@ -451,17 +443,7 @@ class RabbitMQTransport:
 
         A message no queue takes comes back (mandatory) as its failure, so it stays pending.
         """
-
-        async def publish(message: Outgoing) -> None:
-            await self.publish(
-                message.stream,
-                message.body,
-                key=message.key,
-                event_type=message.event_type,
-                headers=message.headers,
-            )
-
-        return await publish_per_key(publish, messages, timeout)
+        return await publish_per_key(self.publish, messages, timeout)
 
     async def publish_retry(
         self, stream: str, body: bytes, headers: Mapping[str, str], *, key: str, delay: float
