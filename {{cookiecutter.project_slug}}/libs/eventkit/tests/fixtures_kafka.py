@@ -13,14 +13,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from eventkit.testing import free_port
 from eventkit.transports import Transport
 from eventkit.transports.kafka import KafkaConfig, KafkaTransport
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ from eventkit.db import Database
 from eventkit.dead_letters import DeadLetter
 from eventkit.inbox import ProcessedEvent
 from eventkit.metrics import EVENTS_HELD, EVENTS_WAITING
-from eventkit.testing import async_wait_until
+from eventkit.testing import async_wait_until, free_port
 from eventkit.transports import DeliveryConfig
 from eventkit.transports.memory import MemoryConfig, MemoryTransport
 from sample_domain import (
@@ -400,12 +399,6 @@ async def test_a_database_outage_longer_than_the_retry_schedule_dead_letters_not
         assert await count(db, DeadLetter) == 0
     finally:
         await db.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_a_postgresql_server_that_does_not_answer_is_an_outage_not_a_failure() -> None:

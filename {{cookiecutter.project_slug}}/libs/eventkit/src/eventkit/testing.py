@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -78,3 +79,10 @@ def under_test(transport: Transport) -> AbstractAsyncContextManager[object]:
 async def deliver(transport: Transport, stream: str, event: Envelope) -> None:
     """Publish `event` on `stream`, as the producing service's relay would."""
     await transport.publish(Outgoing.of(stream, event))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
