@@ -25,6 +25,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -1001,6 +1002,10 @@ class Run:
             failed = self.stats["batches failed"] - failed_before
             for replica in self.replicas_of("notification"):
                 await self.dispatch(replica)
+            if failed and not applied and (left := await self.lease_left()) > 0:
+                self.now += left + 1  # a rebuild that could not release its pause holds it
+                await self.time_passed()
+                continue
             stuck = stuck + 1 if failed and not applied else 0
             if stuck >= 3:
                 break
@@ -1049,6 +1054,19 @@ class Run:
                 replica.name, replica.service, source, SIM_SETTINGS["CONSUMER_BATCH_SIZE"], rng
             )
         return applied
+
+    async def lease_left(self) -> float:
+        """Seconds until the last rebuild pause still held runs out: a rebuild that failed
+        with its database down could not release it, and it blocks every batch and the next
+        rebuild until its lease ends (pause.LEASE)."""
+        left = 0.0
+        for service in self.consumers:
+            async with service.replicas[0].kit.db.sessions() as session:
+                row = await session.get(ConsumerPause, 1)
+            if row is not None and row.paused_until is not None:
+                until = row.paused_until.replace(tzinfo=row.paused_until.tzinfo or UTC)
+                left = max(left, (until - clock.utcnow()).total_seconds())
+        return left
 
     async def quiet(self) -> bool:
         if any(self.broker.backlog(s.name) for s in self.consumers):

@@ -322,7 +322,8 @@ async def test_a_rebuild_on_another_replica_pauses_this_one_and_refuses_a_second
     assert await pause.take(kit.db, "other")  # another replica's rebuild begins
     assert not await pause.take(kit.db, "third")
     refused = await probe.post("/admin/rebuild")
-    assert refused.status_code == 409 and "already running" in refused.json()["detail"]
+    assert refused.status_code == 409
+    assert "a rebuild by other holds the read model" in refused.json()["detail"]
     live = asyncio.create_task(deliver(transport, THINGS, happened("during")))
     with pytest.raises(TimeoutError):  # the live event waits while the pause holds
         await asyncio.wait_for(asyncio.shield(live), 0.5)
@@ -517,7 +518,10 @@ async def test_a_rebuild_whose_process_died_leaves_the_service_paused_past_its_l
     kit = probe._transport.app.state.kit  # type: ignore[attr-defined]
     assert await pause.take(kit.db, "gone")  # a replica took the pause, then died
     running_reply = await probe.get("/seen/x")
-    assert running_reply.status_code == 503 and "running" in running_reply.json()["detail"]
+    assert (
+        running_reply.status_code == 503
+        and "a rebuild by gone holds the read model" in running_reply.json()["detail"]
+    )
     async with kit.db.transaction() as session:  # its lease runs out
         await session.execute(
             update(pause.ConsumerPause).values(paused_until=datetime.now(UTC) - timedelta(1))

@@ -132,7 +132,8 @@ def _unavailable(row: ConsumerPause | None) -> str | None:
         return None
     if row.paused_until is not None and _aware(row.paused_until) > clock.utcnow():
         until = _aware(row.paused_until).isoformat(timespec="seconds")
-        return f"a rebuild of the read model is running (its lease runs until {until})"
+        holder = f" by {row.holder}" if row.holder else ""
+        return f"a rebuild{holder} holds the read model (its lease runs until {until})"
     if row.failure is not None:
         return f"the read model is incomplete: {row.failure}; a rebuild that succeeds restores it"
     return None

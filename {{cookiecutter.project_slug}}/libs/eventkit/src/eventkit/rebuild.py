@@ -135,7 +135,8 @@ async def rebuild(
 
     async with live.gate.closed():  # this process: no batch in flight, none starts
         if not await pause.take(db, holder):  # the other replicas: the same
-            raise RebuildRunning("a rebuild is already running on another replica")
+            # the reason says until when: a holder whose process died keeps it that long
+            raise RebuildRunning(await pause.unavailable(db) or "another rebuild holds it")
         try:
             async with db.transaction() as session:
                 for model in read_models:
