@@ -474,9 +474,7 @@ class Consumer:
             log.warning("attempt %d of %s %s failed: %s", attempt, event.type, event.id, error)
         delay = self.transport.config.retry_delay(attempt)
         headers = {**item.headers, ATTEMPTS_HEADER: str(attempt)}
-        await self.transport.publish_retry(
-            stream, item.raw, headers, key=event.aggregate_id or "", delay=delay
-        )
+        await self.transport.publish_retry(stream, item.raw, headers, key=event.key, delay=delay)
 
     async def _postpone(self, stream: str, item: Incoming, until: datetime) -> None:
         """Give `item` back after the shortest retry delay that reaches `until` (else the
@@ -485,7 +483,7 @@ class Consumer:
         tiers = self.transport.config.retry_tiers
         delay = next((tier for tier in tiers if tier >= remaining), tiers[-1])
         await self.transport.publish_retry(
-            stream, item.raw, dict(item.headers), key=item.event.aggregate_id or "", delay=delay
+            stream, item.raw, dict(item.headers), key=item.event.key, delay=delay
         )
 
     async def _hold(self, stream: str, item: Incoming, reason: str) -> None:
@@ -528,7 +526,7 @@ class Consumer:
         EVENTS_HELD.labels(stream=stream, type=event.type).inc()
         headers = {**item.headers, HELD_SINCE_HEADER: f"{since:.3f}"}
         await self.transport.publish_retry(
-            stream, item.raw, headers, key=event.aggregate_id or "", delay=config.retry_tiers[-1]
+            stream, item.raw, headers, key=event.key, delay=config.retry_tiers[-1]
         )
 
     async def _reject(self, stream: str, rejected: Rejected) -> None:
@@ -540,7 +538,7 @@ class Consumer:
     ) -> None:
         log.error("dead-lettering a message of %s: %s", stream, error)
         failed_at = datetime.now(UTC)
-        key = (event.aggregate_id if event else None) or ""
+        key = event.key if event else ""
         headers = {
             "x-error": error[:1000],
             "x-attempts": str(attempts),
@@ -564,7 +562,7 @@ class Consumer:
         at: datetime | None = None,
     ) -> None:
         """The entry `GET /dlq` shows: one per event, a repeat refreshing it."""
-        key = (event.aggregate_id if event else None) or ""
+        key = event.key if event else ""
         async with self.db.transaction() as session:
             if event is not None:  # one entry per event: a repeat failure refreshes it
                 earlier = delete(DeadLetter).where(DeadLetter.event_id == str(event.id))

@@ -34,6 +34,12 @@ class Envelope(BaseModel):
     sequence: int | None = Field(default=None, ge=1)
     data: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def key(self) -> str:
+        """What orders it: the broker's partition or routing key, the inbox's position row.
+        Events of no aggregate share one key, ""."""
+        return self.aggregate_id or ""
+
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
 

@@ -157,7 +157,7 @@ class Positions:
         unknown holds the aggregate again when it comes back). A hold that stayed put off
         the aggregate's later events for the whole hold, a day, without spending their
         retries, behind an earlier event that was poison."""
-        row = self.rows.get(event.aggregate_id or "")
+        row = self.rows.get(event.key)
         if row is not None and row.held_sequence in (None, event.sequence):
             row.held_until = row.held_sequence = None
 
@@ -174,7 +174,7 @@ class Positions:
     def wait_until(self, event: Envelope) -> datetime | None:
         """Until when `event` (NOT_YET) waits without spending a retry: a tentative position,
         or an earlier event held; None when it waits as a failure does."""
-        row = self.rows.get(event.aggregate_id or "")
+        row = self.rows.get(event.key)
         if row is None:
             return None
         held = self._held_until(row, event)
@@ -183,9 +183,9 @@ class Positions:
 
     def waiting_for(self, event: Envelope) -> str:
         """Why `event` waits, for the logs and the dead letters."""
-        missing = self.last(event.aggregate_id or "") + 1
+        missing = self.last(event.key) + 1
         why = f"{event.type} #{event.sequence} of {event.aggregate_id} waits for #{missing}"
-        row = self.rows.get(event.aggregate_id or "")
+        row = self.rows.get(event.key)
         if row is not None and row.opening_until is not None and row.opening_until > self.now:
             return f"{why} (it came first; earlier ones may come until {row.opening_until:%X})"
         if row is not None and self._held_until(row, event) is not None:

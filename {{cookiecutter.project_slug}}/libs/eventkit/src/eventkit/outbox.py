@@ -55,7 +55,7 @@ def add_to_outbox(session: AsyncSession, stream: str, event: Envelope) -> None:
         OutboxMessage(
             event_id=str(event.id),
             stream=stream,
-            key=event.aggregate_id or "",
+            key=event.key,
             event_type=event.type,
             body=event.model_dump_json(),
             created_at=datetime.now(UTC),

@@ -38,7 +38,7 @@ class Outgoing:
         return cls(
             stream=stream,
             body=event.to_bytes(),
-            key=event.aggregate_id or "",
+            key=event.key,
             event_type=event.type,
         )
 
