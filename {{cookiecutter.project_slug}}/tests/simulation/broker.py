@@ -26,6 +26,7 @@ from eventkit.transports import (
     BatchHandler,
     Delivery,
     DeliveryConfig,
+    EventTypes,
     Outcome,
     Outgoing,
     TransportConfig,
@@ -386,12 +387,7 @@ class SimTransport:
         self.on_publish = on_publish
 
     def subscribe(
-        self,
-        stream: str,
-        handler: BatchHandler,
-        *,
-        types: Collection[str] | None = None,
-        description: str = "",
+        self, stream: str, handler: BatchHandler, *, types: EventTypes = None, description: str = ""
     ) -> None:
         taken = frozenset(types) if types is not None else None
         self.broker.subscribers[(self.replica, stream)] = Subscriber(

@@ -538,14 +538,18 @@ class Run:
             for r in self.rebuilds
         )
 
-    async def fetch(self, rng: random.Random) -> None:
-        options = [
+    def fetch_options(self) -> list[tuple[Replica, str]]:
+        """(replica, source) of every fetch a started consumer could make now."""
+        return [
             (replica, source)
             for service in self.consumers
             if service.started
             for replica in service.replicas
             for source in self.broker.sources(replica.name, service.name)
         ]
+
+    async def fetch(self, rng: random.Random) -> None:
+        options = self.fetch_options()
         if not options:
             return
         replica, source = rng.choice(options)
@@ -1040,13 +1044,7 @@ class Run:
                 elif tried > applied + 20:  # the same batch again and again
                     break
                 continue
-            options = [
-                (r, src)
-                for s in self.consumers
-                if s.started
-                for r in s.replicas
-                for src in self.broker.sources(r.name, s.name)
-            ]
+            options = self.fetch_options()
             if not options:
                 break
             replica, source = options[0]

@@ -20,6 +20,8 @@ Delivery = tuple[bytes, Mapping[str, str]]
 # Takes a batch of one stream's messages in the order received; the batch is acknowledged
 # when it returns and redelivered if it raises.
 BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
+# The event types a subscriber takes (a broker that routes by type binds each); None: all.
+EventTypes = Collection[str] | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,12 +110,7 @@ class Transport(Protocol):
     config: TransportConfig
 
     def subscribe(
-        self,
-        stream: str,
-        handler: BatchHandler,
-        *,
-        types: Collection[str] | None = None,
-        description: str = "",
+        self, stream: str, handler: BatchHandler, *, types: EventTypes = None, description: str = ""
     ) -> None:
         """Deliver the messages of `stream` (of `types`, if given) to `handler`; before start().
 

@@ -30,6 +30,7 @@ from eventkit.transports import (
     BatchHandler,
     Delivery,
     DeliveryConfig,
+    EventTypes,
     Outcome,
     Outgoing,
     delivery_from_settings,
@@ -156,12 +157,7 @@ class KafkaTransport:
         self._creates_topics = True
 
     def subscribe(
-        self,
-        stream: str,
-        handler: BatchHandler,
-        *,
-        types: Collection[str] | None = None,
-        description: str = "",
+        self, stream: str, handler: BatchHandler, *, types: EventTypes = None, description: str = ""
     ) -> None:
         # Kafka has no routing by type: the handler filters (eventkit's consumer does).
         self._handlers[stream] = handler

@@ -16,6 +16,7 @@ from eventkit.settings import ServiceSettings
 from eventkit.transports import (
     BatchHandler,
     DeliveryConfig,
+    EventTypes,
     Outcome,
     Outgoing,
     delivery_from_settings,
@@ -52,12 +53,7 @@ class MemoryTransport:
         self._waiting: set[asyncio.Task[None]] = set()
 
     def subscribe(
-        self,
-        stream: str,
-        handler: BatchHandler,
-        *,
-        types: Collection[str] | None = None,
-        description: str = "",
+        self, stream: str, handler: BatchHandler, *, types: EventTypes = None, description: str = ""
     ) -> None:
         async def deliver(message: tuple[bytes, str, dict[str, str]]) -> None:
             body, event_type, headers = message

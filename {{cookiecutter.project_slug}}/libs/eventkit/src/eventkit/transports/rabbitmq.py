@@ -52,6 +52,7 @@ from eventkit.transports import (
     BatchHandler,
     Delivery,
     DeliveryConfig,
+    EventTypes,
     Outcome,
     Outgoing,
     delivery_from_settings,
@@ -298,12 +299,7 @@ class RabbitMQTransport:
         )
 
     def subscribe(
-        self,
-        stream: str,
-        handler: BatchHandler,
-        *,
-        types: Collection[str] | None = None,
-        description: str = "",
+        self, stream: str, handler: BatchHandler, *, types: EventTypes = None, description: str = ""
     ) -> None:
         self._streams.append(stream)
         # Bound with each event type the handlers take (routing key = type), else with `#`.
