@@ -45,6 +45,7 @@ def clients() -> Iterator[dict[str, httpx.Client]]:
     }
     not_ready = []
     for name, client in clients.items():
+        status: int | str
         try:
             status = client.get("/ready").status_code
         except httpx.HTTPError as exc:

@@ -12,7 +12,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import MetaData, inspect
+from sqlalchemy import MetaData, Table, inspect
 from sqlalchemy.engine import Connection
 
 from contracts import ROSTER
@@ -22,6 +22,7 @@ from eventkit.migrations import EVENTKIT_BRANCH, config, upgrade_async
 
 def migrations_of(service: str) -> Path:
     package = importlib.import_module(f"{service}_service")
+    assert package.__file__ is not None
     return Path(package.__file__).parent / "migrations"
 
 
@@ -42,11 +43,11 @@ async def eventkit_tables(service: str, database_url: str) -> set[str]:
 
 def service_metadata(service: str, shared: set[str]) -> MetaData:
     models = importlib.import_module(f"{service}_service.models")
-    own = {
-        obj.__table__.name
-        for obj in vars(models).values()
-        if isinstance(obj, type) and issubclass(obj, Base) and obj.__module__ == models.__name__
-    }
+    own: set[str] = set()
+    for obj in vars(models).values():
+        if isinstance(obj, type) and issubclass(obj, Base) and obj.__module__ == models.__name__:
+            assert isinstance(obj.__table__, Table)  # a FromClause to the type checker
+            own.add(obj.__table__.name)
     metadata = MetaData()
     for name in own | shared:
         Base.metadata.tables[name].to_metadata(metadata)

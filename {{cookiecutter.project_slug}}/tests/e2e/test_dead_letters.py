@@ -66,8 +66,12 @@ def test_bad_messages_are_dead_lettered_and_the_consumer_keeps_going(
         assert got["malformed"].startswith("0:not valid JSON"), (name, got)
         assert got["invalid"].startswith("0:invalid UserCreated data"), (name, got)
         assert got["unknown"].startswith("0:unknown event type 'UserTeleported'; held: "), got
+
+        def holds(client: httpx.Client = client) -> bool:
+            return held(client, "UserTeleported") > 0
+
         wait_until(
-            lambda client=client: held(client, "UserTeleported") > 0,
+            holds,
             timeout=TIMEOUT,
             what=f"{name} to hold the event of a type it does not know yet",
         )

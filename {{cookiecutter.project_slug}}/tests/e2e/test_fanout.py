@@ -74,7 +74,11 @@ def test_many_users_all_fan_out(
         ("billing accounts", missing_from_billing),
         ("notification welcomes", missing_from_notification),
     ]:
-        wait_until(lambda m=missing: not m(), timeout=TIMEOUT, what=f"{what} for 20 users")
+
+        def none_missing(missing: Callable[[], list[str]] = missing) -> bool:
+            return not missing()
+
+        wait_until(none_missing, timeout=TIMEOUT, what=f"{what} for 20 users")
     wait_until(
         lambda: users_created(analytics) >= before + 20,
         timeout=TIMEOUT,

@@ -39,8 +39,12 @@ def test_metrics_count_published_consumed_and_dead_lettered(
     for name in CONSUMERS:
         client = clients[name]
         for metric in ("eventkit_events_consumed_total", "eventkit_events_dead_lettered_total"):
+
+            def counted(client: httpx.Client = client, metric: str = metric) -> bool:
+                return total(client, metric) > 0
+
             wait_until(
-                lambda c=client, m=metric: total(c, m) > 0,
+                counted,
                 timeout=30,
                 what=f"{name} to report {metric} > 0",
             )

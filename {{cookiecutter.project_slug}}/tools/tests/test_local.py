@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from contracts import ROSTER
-from dev_tools import local
+from dev_tools import ROOT, local
 
 
 def test_dev_runs_each_service_once_under_the_reloader_watching_its_code_and_libs() -> None:
@@ -17,10 +17,8 @@ def test_dev_runs_each_service_once_under_the_reloader_watching_its_code_and_lib
         assert command.endswith(f" -m dev_tools local serve-reloading {name}")
         assert env["PORT"] == str(local.port(name))
         watched = local.reload_dirs(name)
-        assert local.ROOT / "services" / name / "src" in watched
-        assert {local.ROOT / "libs" / lib / "src" for lib in ("eventkit", "contracts")} <= set(
-            watched
-        )
+        assert ROOT / "services" / name / "src" in watched
+        assert {ROOT / "libs" / lib / "src" for lib in ("eventkit", "contracts")} <= set(watched)
         assert all(path.is_dir() for path in watched)
 
 

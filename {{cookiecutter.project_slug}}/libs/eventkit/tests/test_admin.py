@@ -38,6 +38,9 @@ from eventkit.transports import Outgoing
 from eventkit.transports.memory import MemoryConfig, MemoryTransport
 from sample_domain import THINGS, happened, things_roster, vanished
 
+# What a fake feed_pages yields when the feed has no events.
+NO_PAGES: tuple[list[dict[str, Any]], ...] = ()
+
 
 class Seen(Base):
     __tablename__ = "test_admin_seen"
@@ -345,7 +348,7 @@ async def test_admin_calls_need_the_token_when_one_is_set(
         client: httpx.AsyncClient, url: str, page_size: int = 500
     ) -> AsyncIterator[list[dict[str, Any]]]:
         tokens.append(client.headers["Authorization"].removeprefix("Bearer "))
-        for page in ():
+        for page in NO_PAGES:
             yield page
 
     monkeypatch.setattr(rebuild_module, "feed_pages", fake_pages)
@@ -358,7 +361,7 @@ async def test_admin_calls_need_the_token_when_one_is_set(
         assert "wrong admin token" in wrong.json()["detail"]
         right = await client.get("/dlq", headers={"Authorization": "Bearer s3cret"})
         assert right.status_code == 200
-        odd = await client.get("/dlq", headers={"Authorization": "Bearer sécret".encode()})
+        odd = await client.get("/dlq", headers={b"Authorization": "Bearer sécret".encode()})
         assert odd.status_code == 403  # any token gets an answer, never a 500
         rebuilt = await client.post("/admin/rebuild", headers={"Authorization": "Bearer s3cret"})
         assert rebuilt.status_code == 200
@@ -507,7 +510,7 @@ async def test_a_rebuild_that_meets_an_event_it_does_not_know_fails_and_dead_let
 async def no_events(
     client: httpx.AsyncClient, url: str, page_size: int = 500
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    for page in ():
+    for page in NO_PAGES:
         yield page
 
 
@@ -611,7 +614,7 @@ async def test_a_rebuild_with_nothing_to_replay_that_lost_its_lease_does_not_suc
         readers.append("a" if not readers else "b")
         if len(readers) == 1:
             await a_goes_on.wait()
-        for page in ():
+        for page in NO_PAGES:
             yield page
 
     monkeypatch.setattr(rebuild_module, "feed_pages", pages)

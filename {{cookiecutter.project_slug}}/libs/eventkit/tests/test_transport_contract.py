@@ -14,10 +14,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from eventkit import Envelope, Subscriptions
 from eventkit.consumer import Consumer
 from eventkit.testing import async_wait_until
-from eventkit.transports import Delivery, Outgoing, Transport
+from eventkit.transports import Delivery, DeliveryConfig, Outgoing, Transport
 from sample_domain import DatabaseDown, happened, things_registry
 
 TransportFactory = Callable[[str], Transport]
+
+
+def delivery_config(transport: Transport) -> DeliveryConfig:
+    """The adapter's config, a DeliveryConfig in every adapter: the tests set its retry
+    delays, which TransportConfig (what the Transport protocol promises) does not name."""
+    config = transport.config
+    assert isinstance(config, DeliveryConfig)
+    return config
+
 
 TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
 
@@ -85,8 +94,9 @@ async def test_a_retry_comes_back_to_its_streams_handler_after_the_delay(
 ) -> None:
     make, stream = transport_factory
     consumer = make("retrier")
-    consumer.config.retry_delays_seconds = (1.0,)  # type: ignore[misc]
-    consumer.config.max_retries = 1  # type: ignore[misc]
+    config = delivery_config(consumer)
+    config.retry_delays_seconds = (1.0,)
+    config.max_retries = 1
     back: list[tuple[bytes, dict[str, str], float]] = []
 
     async def handler(batch: Sequence[Delivery]) -> None:
@@ -129,8 +139,9 @@ async def test_a_retry_reaches_only_the_service_that_sent_it(
     received: dict[str, list[bytes]] = {"mine": [], "other": []}
     services = {name: make(name) for name in received}
     for name, service in services.items():
-        service.config.retry_delays_seconds = (0.5,)  # type: ignore[misc]
-        service.config.max_retries = 1  # type: ignore[misc]
+        config = delivery_config(service)
+        config.retry_delays_seconds = (0.5,)
+        config.max_retries = 1
 
         async def handler(batch: Sequence[Delivery], name: str = name) -> None:
             received[name].extend(body for body, _ in batch)
@@ -168,10 +179,10 @@ async def test_a_batch_handed_back_while_the_database_is_down_comes_again_and_ap
     db = DatabaseDown(database_url)
     await db.create_all()
     consumer_transport, producer = make("dbdown"), make("producer")
-    config = consumer_transport.config
-    config.retry_delays_seconds = (0.2,)  # type: ignore[misc]
-    config.max_retries = 1  # type: ignore[misc]
-    config.batch_hold_seconds = 0.5  # type: ignore[misc]
+    config = delivery_config(consumer_transport)
+    config.retry_delays_seconds = (0.2,)
+    config.max_retries = 1
+    config.batch_hold_seconds = 0.5
     if hasattr(config, "delivery_limit"):
         # RabbitMQ counts each hand-back towards a queue's delivery limit: in service a
         # batch waits 10 minutes before it goes back, here half a second.
