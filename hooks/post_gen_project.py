@@ -1,5 +1,6 @@
 """Delete the broker adapter (and its tests and tools) that the project does not use, keep
-the chosen broker's lock as requirements.lock, and make the project a git repository.
+the chosen broker's lock as requirements.lock and its docs as docs/broker.md and
+docs/settings.md, and make the project a git repository.
 
 Both brokers' files sit side by side in the template under their own names; nothing else is
 renamed, so the template's Python imports and lints where it stands. The locks differ by
@@ -30,6 +31,9 @@ PER_BROKER = [
     "tests/simulation/broker_{broker}.py",  # the simulated broker's model of it
 ]
 LOCK = "requirements-{broker}.lock"  # third-party pins with hashes (make lock writes them)
+# Each broker's docs, kept under the name without `-{broker}`: the README links them, so it
+# reads the same for every broker. settings.md is written by `make catalog`.
+PER_BROKER_DOCS = ["docs/broker-{broker}.md", "docs/settings-{broker}.md"]
 
 
 def main() -> None:
@@ -38,6 +42,9 @@ def main() -> None:
         (root / pattern.format(broker=OTHER)).unlink(missing_ok=True)
     (root / LOCK.format(broker=OTHER)).unlink()
     (root / LOCK.format(broker=BROKER)).rename(root / "requirements.lock")
+    for pattern in PER_BROKER_DOCS:
+        (root / pattern.format(broker=OTHER)).unlink()
+        (root / pattern.format(broker=BROKER)).rename(root / pattern.replace("-{broker}", ""))
     for leftover in root.rglob("__pycache__"):
         shutil.rmtree(leftover, ignore_errors=True)
     git_init(root)

@@ -90,6 +90,8 @@ def test_only_the_chosen_brokers_code_is_generated(baked: Path) -> None:
     for pattern in PER_BROKER:
         assert (baked / pattern.format(broker=broker)).exists(), pattern
         assert not (baked / pattern.format(broker=other)).exists(), pattern
+    docs = sorted(p.name for p in (baked / "docs").iterdir())
+    assert docs == ["broker.md", "events.md", "settings.md"], "each broker's docs under one name"
     leftovers = [p for p in files(baked) if re.search(rf"_{other}\.py$", p.name)]
     assert leftovers == [], "the other broker's files were generated"
     settings = re.compile(rf"\b({'|'.join(sorted(adapter_settings(other)))})\b")

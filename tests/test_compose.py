@@ -390,9 +390,9 @@ def test_kafka_ui_comes_with_the_kafka_bake_pointed_at_its_kafka(baked: Path) ->
 
 
 def test_the_readme_lists_every_ui_at_its_address(baked: Path) -> None:
-    """Each port compose publishes for a browser is in the README's table, and so are each
-    service's pages."""
-    readme = (baked / "README.md").read_text()
+    """Each port compose publishes for a browser is in the README's table (the broker's, in
+    docs/broker.md), and so are each service's pages."""
+    readme = (baked / "README.md").read_text() + (baked / "docs/broker.md").read_text()
     services = compose_config(baked, "observability")["services"]
     uis = {"jaeger": 16686, "grafana": 3000, "prometheus": 9090, "mailpit": 8025}
     uis |= {"kafka-ui": 8080} if broker_of(baked) == "kafka" else {"rabbitmq": 15672}

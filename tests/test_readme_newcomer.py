@@ -110,7 +110,10 @@ LOCAL_BROKER_URLS = {"kafka": "localhost:9092", "rabbitmq": "amqp://guest:guest@
 def test_the_settings_table_gives_the_broker_url_of_this_bakes_broker_alone(
     baked: Path,
 ) -> None:
-    (line,) = [x for x in readme(baked).splitlines() if x.startswith("| `BROKER_URL` |")]
+    """The README links the table: docs/settings.md."""
+    assert "[docs/settings.md](docs/settings.md)" in readme(baked)
+    table = (baked / "docs/settings.md").read_text()
+    (line,) = [x for x in table.splitlines() if x.startswith("| `BROKER_URL` |")]
     broker = broker_of(baked)
     for other, url in LOCAL_BROKER_URLS.items():
         assert (url in line) == (other == broker), line
@@ -141,14 +144,19 @@ def test_schema_check_says_in_one_line_that_all_is_well(installed: Path) -> None
 
 
 def test_the_pipeline_figure_is_stated_once_beside_how_it_was_measured(baked: Path) -> None:
-    text = readme(baked)
+    """The figures are in docs/broker.md; the README says how they were measured and
+    links them."""
+    figures = (baked / "docs/broker.md").read_text()
     row = re.compile(r"^\| (ceiling|pipeline)[^|]* \| ([\d,.]+) events/s", re.M)
-    table = dict(m.groups() for m in row.finditer(text))
+    table = dict(m.groups() for m in row.finditer(figures))
     assert set(table) == {"ceiling", "pipeline"}, table
-    assert sorted(re.findall(r"([\d,.]+) events/s", text)) == sorted(table.values())
-    # Where it came from: the paragraph before the table of figures.
-    before = text[: text.index("| figure | measured |")].rstrip()
-    assert "make bench" in before[before.rindex("Measured here") :]
+    stated = re.findall(r"([\d,.]+) events/s", readme(baked) + figures)
+    assert sorted(stated) == sorted(table.values())
+    # Where they came from: the README's paragraph that links them.
+    text = readme(baked)
+    how = text[text.index("Measured here") :]
+    how = how[: how.index("\n\n")]
+    assert "make bench" in how and "(docs/broker.md#benchmark)" in how, how
 
 
 RABBIT_HOST_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@localhost:5672")

@@ -21,7 +21,7 @@ FIXED_SEEDS = [1, 3, 7, 52, 94, 108, 5000255, 13001101, 14000784, 14001410, 2200
 # 9500015: a slow replica held a user's first event while another applied the second.
 # 31000026, 32000018: a rebuild left out an event the broker had but the relay had not
 # marked sent yet, which a consumer had applied before the rebuild undid it.
-# 62000190 (RabbitMQ): a rebuild failed with its database down and kept its pause; the run
+# 62000190: a rebuild failed with its database down and kept its pause; the run
 # must wait out the lease before a rebuild can restore the read model.
 FIXED_POSTGRES_SEEDS = [1, 3, 52, 8000033, 9500015, 31000026, 32000018, 62000190]
 NEW_SEEDS_PER_TEST_RUN = 3

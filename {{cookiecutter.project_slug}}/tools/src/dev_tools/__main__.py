@@ -20,7 +20,7 @@ COMMANDS = {
     "migration": ("migration", "a service's next database migration"),
     "schema-check": ("schema_check", "event schema changes that need a new version"),
     "service": ("new_service", "add a service to the roster, with its folder"),
-    "settings-table": ("settings_table", "the README's settings table"),
+    "settings-table": ("settings_table", "docs/settings.md, the settings table"),
 }
 
 

@@ -16,7 +16,7 @@ one line on stderr, exit status 2, and nothing written. Then it
    new service needs no third-party package beyond eventkit's, already in requirements.lock);
 4. regenerates what cannot read the roster (dev_tools/deploy_files.py: compose, Kubernetes,
    Prometheus, Postgres init) and the docs that list the services (dev_tools/catalog.py:
-   docs/events.md; dev_tools/settings_table.py: README's settings table).
+   docs/events.md; dev_tools/settings_table.py: docs/settings.md).
 
 `make install`, `make test`, `make local-up` and ruff find services by their folder.
 """
@@ -230,7 +230,7 @@ class Plan:
                 [sys.executable, "-m", "dev_tools", "catalog"],
             ),
             (
-                "regenerating the README's settings table",
+                "regenerating docs/settings.md, the settings table",
                 "tools/src/dev_tools/settings_table.py",
                 [sys.executable, "-m", "dev_tools", "settings-table"],
             ),

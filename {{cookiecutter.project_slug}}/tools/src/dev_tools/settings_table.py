@@ -1,7 +1,8 @@
-"""Write the README's settings table from the settings classes, so it lists every setting.
+"""Write docs/settings.md, the settings table, from the settings classes, so it lists every
+setting.
 
-    python -m dev_tools settings-table           rewrite the table in README.md  (make catalog)
-    python -m dev_tools settings-table --check   exit 1 if the table is out of date (make test)
+    python -m dev_tools settings-table           rewrite docs/settings.md  (make catalog)
+    python -m dev_tools settings-table --check   exit 1 if it is out of date (make test)
 
 Every service shares eventkit's ServiceSettings and its broker adapter's settings; a
 service's own settings.py may add more.
@@ -19,9 +20,17 @@ from contracts import ROSTER
 from dev_tools import ROOT
 from eventkit.settings import ServiceSettings, local_broker_url, shipped_broker
 
-README = ROOT / "README.md"
-BEGIN = "<!-- settings table: written by `make catalog` from the settings classes -->"
-END = "<!-- end of settings table -->"
+SETTINGS_DOC = ROOT / "docs" / "settings.md"
+INTRO = [
+    "# Settings",
+    "",
+    "<!-- Written by tools/src/dev_tools/settings_table.py: do not edit; run `make catalog`. -->",
+    "",
+    "Each service reads these from the environment (or `.env`). The defaults are in",
+    "`ServiceSettings` (`libs/eventkit/src/eventkit/settings.py`), the broker adapter's settings",
+    "class beside it in `transports/`, and a service's own `settings.py`.",
+    "",
+]
 
 
 def row(name: str, field: FieldInfo, where: str) -> str:
@@ -62,21 +71,16 @@ def table() -> str:
         f"where {spec.name} answers |"
         for spec in ROSTER.services
     ]
-    header = "| setting | default | read by | what it does |\n| --- | --- | --- | --- |"
-    return "\n".join([BEGIN, header, *rows, *spec_rows, END])
-
-
-def written(readme: str) -> str:
-    start, end = readme.index(BEGIN), readme.index(END) + len(END)
-    return readme[:start] + table() + readme[end:]
+    header = ["| setting | default | read by | what it does |", "| --- | --- | --- | --- |"]
+    return "\n".join([*INTRO, *header, *rows, *spec_rows]) + "\n"
 
 
 def main(argv: list[str]) -> int:
-    readme = README.read_text()
     if argv == ["--check"]:
-        if written(readme) != readme:
-            print("README.md's settings table is out of date: run `make catalog`", file=sys.stderr)
+        current = SETTINGS_DOC.read_text() if SETTINGS_DOC.exists() else ""
+        if current != table():
+            print("docs/settings.md is out of date: run `make catalog`", file=sys.stderr)
             return 1
         return 0
-    README.write_text(written(readme))
+    SETTINGS_DOC.write_text(table())
     return 0
