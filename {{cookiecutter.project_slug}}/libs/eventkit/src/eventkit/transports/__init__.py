@@ -107,7 +107,9 @@ class TransportConfig(Protocol):
 
 
 class Transport(Protocol):
-    config: TransportConfig
+    @property
+    def config(self) -> TransportConfig:
+        """Read-only here, so each adapter may keep its own config class."""
 
     def subscribe(
         self, stream: str, handler: BatchHandler, *, types: EventTypes = None, description: str = ""
