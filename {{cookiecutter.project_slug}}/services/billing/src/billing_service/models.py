@@ -21,6 +21,9 @@ class Account(Base):
 
 
 class Invoice(Base):
+    """Billing's own record, not a read model: a rebuild leaves it, and it publishes
+    InvoiceIssued through the outbox."""
+
     __tablename__ = "invoices"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))

@@ -13,6 +13,9 @@ WAITING, SENT, FAILED = "waiting", "sent", "failed"
 
 
 class Recipient(Base):
+    """Who to write to: the name and email the user events last gave, so a welcome and an
+    invoice's mail need no call to the user service."""
+
     __tablename__ = "recipients"
 
     user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -21,6 +24,9 @@ class Recipient(Base):
 
 
 class Notification(Base):
+    """What the service decided to tell a user, once per event (`event_id` is unique); how
+    its email fares is the Delivery's, which a rebuild keeps."""
+
     __tablename__ = "notifications"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
