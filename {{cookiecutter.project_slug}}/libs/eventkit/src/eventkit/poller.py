@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,7 @@ async def _nothing() -> None:
     return None
 
 
+@dataclass(eq=False)
 class Poller:
     """Runs `round` after each wake, or `poll_seconds` after the last round, until stopped.
 
@@ -26,16 +28,13 @@ class Poller:
     rows it did not finish are still there. `between` runs after every round (e.g. gauges).
     """
 
-    def __init__(
-        self, name: str, round: Round, poll_seconds: float, between: Round = _nothing
-    ) -> None:
-        self.name = name
-        self.round = round
-        self.between = between
-        self.poll_seconds = poll_seconds
-        self.stopping = False
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+    name: str
+    round: Round
+    poll_seconds: float
+    between: Round = _nothing
+    stopping: bool = field(default=False, init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
 
     def wake(self) -> None:
         """Called after a commit that left work, so it goes without waiting for a poll."""
