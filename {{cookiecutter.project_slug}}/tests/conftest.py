@@ -2,7 +2,8 @@
 
 The services are those of the roster (libs/contracts); each answers at its `<NAME>_URL`
 (USER_URL, BILLING_URL, ...), by default on localhost at its roster port. Every service has
-a fixture of its name: an HTTP client for it.
+a fixture of its name: an HTTP client for it. `services` holds the four a sign-up goes
+through, and `new_user`, for the tests that follow one through all of them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from contracts import ROSTER, USER_EVENTS
 from eventkit import ServiceSettings
 from eventkit.settings import admin_token
 from eventkit.transports import Outgoing, create_transport
+from tests.e2e.services import NewUser, Services
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,7 +78,7 @@ def unique_email() -> str:
 
 
 @pytest.fixture
-def new_user(user: httpx.Client) -> Callable[[str], dict[str, Any]]:
+def new_user(user: httpx.Client) -> NewUser:
     """Creates a user with a fresh email through the API; asserts the 201."""
 
     def create(name: str = "Ada") -> dict[str, Any]:
@@ -86,6 +88,17 @@ def new_user(user: httpx.Client) -> Callable[[str], dict[str, Any]]:
         return body
 
     return create
+
+
+@pytest.fixture
+def services(clients: dict[str, httpx.Client], new_user: NewUser) -> Services:
+    return Services(
+        user=clients["user"],
+        billing=clients["billing"],
+        notification=clients["notification"],
+        analytics=clients["analytics"],
+        new_user=new_user,
+    )
 
 
 def _publish_raw(*messages: tuple[bytes, str], stream: str = USER_EVENTS) -> None:

@@ -13,6 +13,7 @@ import pytest
 from contracts import ROSTER, USER_EVENTS
 from eventkit import new_event
 from eventkit.testing import wait_until
+from tests.e2e.services import Services
 
 # publish_raw sends to the user stream: these are the services that read it.
 CONSUMERS = [spec.name for spec in ROSTER.subscribers(USER_EVENTS)]
@@ -39,7 +40,7 @@ def held(client: httpx.Client, event_type: str) -> float:
 
 
 def test_bad_messages_are_dead_lettered_and_the_consumer_keeps_going(
-    consumers: dict[str, httpx.Client], new_user: Any, publish_raw: Any, billing: httpx.Client
+    consumers: dict[str, httpx.Client], services: Services, publish_raw: Any
 ) -> None:
     marker = uuid.uuid4().hex
     invalid = new_event("UserCreated", {"user_id": marker}, source="e2e")  # no name, email
@@ -77,9 +78,9 @@ def test_bad_messages_are_dead_lettered_and_the_consumer_keeps_going(
         )
 
     # The consumers kept going: a good event after the bad ones still fans out.
-    created = new_user("after poison")
+    created = services.new_user("after poison")
     wait_until(
-        lambda: billing.get(f"/accounts/{created['id']}").status_code == 200,
+        lambda: services.account_of(created["id"]),
         timeout=TIMEOUT,
         what="billing to apply the event after the bad ones",
     )

@@ -5,36 +5,27 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-import httpx
-
 from contracts import USER_EVENTS
 from eventkit.testing import WaitTimeout, wait_until
+from tests.e2e.services import Services
 
 TIMEOUT = 60.0
-NewUser = Callable[[str], dict[str, Any]]
 
 
-def kinds_for(notification: httpx.Client, user_id: str) -> list[str]:
-    sent = notification.get("/notifications", params={"user_id": user_id}).json()
-    return sorted(n["kind"] for n in sent)
+def kinds_for(services: Services, user_id: str) -> list[str]:
+    return sorted(n["kind"] for n in services.notifications_of(user_id))
 
 
-def stats(analytics: httpx.Client) -> dict[str, Any]:
-    body: dict[str, Any] = analytics.get("/stats").json()
-    return body
-
-
-def settled_stats(analytics: httpx.Client) -> dict[str, Any]:
+def settled_stats(services: Services) -> dict[str, Any]:
     """/stats once it stops moving, so events of earlier tests are not counted as ours."""
     previous: dict[str, Any] = {}
 
     def unchanged() -> dict[str, Any] | None:
         nonlocal previous
-        current = stats(analytics)
+        current = services.stats()
         if current == previous:
             return current
         previous = current
@@ -43,18 +34,13 @@ def settled_stats(analytics: httpx.Client) -> dict[str, Any]:
     return wait_until(unchanged, timeout=TIMEOUT, interval=1.0, what="analytics to settle")
 
 
-def test_one_users_lifecycle_reaches_every_read_model(
-    new_user: NewUser,
-    user: httpx.Client,
-    billing: httpx.Client,
-    notification: httpx.Client,
-    analytics: httpx.Client,
-) -> None:
-    before = stats(analytics)
-    created = new_user("Ada")
+def test_one_users_lifecycle_reaches_every_read_model(services: Services) -> None:
+    user, billing = services.user, services.billing
+    before = services.stats()
+    created = services.new_user("Ada")
     url = f"/users/{created['id']}"
     wait_until(
-        lambda: billing.get(f"/accounts/{created['id']}").status_code == 200,
+        lambda: services.account_of(created["id"]),
         timeout=TIMEOUT,
         what="billing to open the account",
     )
@@ -82,13 +68,13 @@ def test_one_users_lifecycle_reaches_every_read_model(
     assert late.status_code == 409
     expected = sorted(["welcome", "email_changed", "invoice_issued", "goodbye"])
     wait_until(
-        lambda: kinds_for(notification, created["id"]) == expected,
+        lambda: kinds_for(services, created["id"]) == expected,
         timeout=TIMEOUT,
         what=f"notifications {expected} for {created['id']}",
     )
 
     def counted() -> bool:
-        now = stats(analytics)
+        now = services.stats()
         return (
             now["users_created"] - before["users_created"] >= 1
             and now["users_deactivated"] - before["users_deactivated"] >= 1
@@ -102,11 +88,12 @@ def test_one_users_lifecycle_reaches_every_read_model(
     assert user.get(url, params={"version": 1}).json()["name"] == "Ada"
 
 
-def test_invoice_errors(new_user: NewUser, billing: httpx.Client) -> None:
+def test_invoice_errors(services: Services) -> None:
+    billing = services.billing
     assert billing.post("/invoices", json={"user_id": "nobody", "amount": "5"}).status_code == 404
-    created = new_user("Bo")
+    created = services.new_user("Bo")
     wait_until(
-        lambda: billing.get(f"/accounts/{created['id']}").status_code == 200,
+        lambda: services.account_of(created["id"]),
         timeout=TIMEOUT,
         what="billing to open the account",
     )
@@ -116,19 +103,16 @@ def test_invoice_errors(new_user: NewUser, billing: httpx.Client) -> None:
 
 
 def test_scenario_read_models_agree_with_the_sources_and_rebuild_equals_live(
-    new_user: NewUser,
-    user: httpx.Client,
-    billing: httpx.Client,
-    notification: httpx.Client,
-    analytics: httpx.Client,
+    services: Services,
 ) -> None:
     """50 sign-ups, 20 renames, 10 email changes, 5 deactivations, 30 invoices."""
+    user, billing = services.user, services.billing
     rng = random.Random(7)
-    before = settled_stats(analytics)
-    users = [new_user(f"scenario {n}") for n in range(50)]
+    before = settled_stats(services)
+    users = [services.new_user(f"scenario {n}") for n in range(50)]
     ids = [u["id"] for u in users]
     wait_until(
-        lambda: all(billing.get(f"/accounts/{i}").status_code == 200 for i in ids),
+        lambda: all(services.account_of(i) for i in ids),
         timeout=TIMEOUT,
         what="billing to open all 50 accounts",
     )
@@ -174,7 +158,7 @@ def test_scenario_read_models_agree_with_the_sources_and_rebuild_equals_live(
     expected_notifications = {i: expected_kinds(i) for i in ids}
 
     def notification_view() -> dict[str, list[str]]:
-        return {i: kinds_for(notification, i) for i in ids}
+        return {i: kinds_for(services, i) for i in ids}
 
     wait_until(
         lambda: notification_view() == expected_notifications,
@@ -192,7 +176,7 @@ def test_scenario_read_models_agree_with_the_sources_and_rebuild_equals_live(
     }
 
     def analytics_delta() -> dict[str, Any]:
-        now = stats(analytics)
+        now = services.stats()
         return {
             "users_created": now["users_created"] - before["users_created"],
             "users_deactivated": now["users_deactivated"] - before["users_deactivated"],
@@ -218,9 +202,9 @@ def test_scenario_read_models_agree_with_the_sources_and_rebuild_equals_live(
     assert sum(Decimal(t) for t in totals.values()) == revenue
 
     # Rebuild each read model from the feeds: it must equal what was built live.
-    live = (stats(analytics), billing_view(), notification_view())
-    for service in (analytics, billing, notification):
+    live = (services.stats(), billing_view(), notification_view())
+    for service in (services.analytics, billing, services.notification):
         response = service.post("/admin/rebuild")
         assert response.status_code == 200, response.text
         assert response.json()["replayed"][USER_EVENTS] >= 50 + 20 + 10 + 5
-    assert (stats(analytics), billing_view(), notification_view()) == live
+    assert (services.stats(), billing_view(), notification_view()) == live
