@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 BROKER = {{cookiecutter.broker | tojson}}
-OTHER = {"kafka": "rabbitmq", "rabbitmq": "kafka"}[BROKER]
+BROKERS = ("kafka", "rabbitmq")  # cookiecutter.json's choices (the template's tests check)
+OTHERS = [broker for broker in BROKERS if broker != BROKER]
 
 # Each broker-specific file, with `{broker}` where its broker's name stands.
 PER_BROKER = [
@@ -38,12 +39,13 @@ PER_BROKER_DOCS = ["docs/broker-{broker}.md", "docs/settings-{broker}.md"]
 
 def main() -> None:
     root = Path.cwd()
-    for pattern in PER_BROKER:
-        (root / pattern.format(broker=OTHER)).unlink(missing_ok=True)
-    (root / LOCK.format(broker=OTHER)).unlink()
+    for other in OTHERS:
+        for pattern in PER_BROKER:
+            (root / pattern.format(broker=other)).unlink(missing_ok=True)
+        for pattern in [LOCK, *PER_BROKER_DOCS]:
+            (root / pattern.format(broker=other)).unlink()
     (root / LOCK.format(broker=BROKER)).rename(root / "requirements.lock")
     for pattern in PER_BROKER_DOCS:
-        (root / pattern.format(broker=OTHER)).unlink()
         (root / pattern.format(broker=BROKER)).rename(root / pattern.replace("-{broker}", ""))
     for leftover in root.rglob("__pycache__"):
         shutil.rmtree(leftover, ignore_errors=True)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 TEMPLATE = Path(__file__).resolve().parent.parent
-BROKERS = ["kafka", "rabbitmq"]
+BROKERS = json.loads((TEMPLATE / "cookiecutter.json").read_text())["broker"]
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
@@ -198,9 +198,10 @@ COMPOSE_VARIABLES = re.compile(
 
 
 def broker_of(project: Path) -> str:
-    return (
-        "kafka" if (project / "tools/src/dev_tools/local_broker_kafka.py").exists() else "rabbitmq"
-    )
+    """The broker a project was generated for: the one adapter the hook kept."""
+    transports = project / "libs/eventkit/src/eventkit/transports"
+    (broker,) = [b for b in BROKERS if (transports / f"{b}.py").exists()]
+    return str(broker)
 
 
 def tool(name: str) -> str:

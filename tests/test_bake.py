@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE, bake
+from conftest import BROKERS, TEMPLATE, bake, broker_of
 
 OTHER_BROKER_WORDS = {
     "kafka": re.compile(r"rabbit|aio_pika|aio-pika|amqp", re.IGNORECASE),
@@ -75,8 +75,8 @@ def test_no_template_syntax_is_left(baked: Path) -> None:
 
 
 def test_only_the_chosen_brokers_code_is_generated(baked: Path) -> None:
-    broker = "kafka" if baked.name.startswith("kafka") else "rabbitmq"
-    other = {"kafka": "rabbitmq", "rabbitmq": "kafka"}[broker]
+    broker = broker_of(baked)
+    others = [b for b in BROKERS if b != broker]
     mentions = []
     for p in files(baked):
         relative, text = p.relative_to(baked).as_posix(), p.read_text(errors="replace")
@@ -89,18 +89,28 @@ def test_only_the_chosen_brokers_code_is_generated(baked: Path) -> None:
     assert mentions == []
     for pattern in PER_BROKER:
         assert (baked / pattern.format(broker=broker)).exists(), pattern
-        assert not (baked / pattern.format(broker=other)).exists(), pattern
+        for other in others:
+            assert not (baked / pattern.format(broker=other)).exists(), pattern
     docs = sorted(p.name for p in (baked / "docs").iterdir())
     assert docs == ["broker.md", "events.md", "settings.md"], "each broker's docs under one name"
-    leftovers = [p for p in files(baked) if re.search(rf"_{other}\.py$", p.name)]
-    assert leftovers == [], "the other broker's files were generated"
-    settings = re.compile(rf"\b({'|'.join(sorted(adapter_settings(other)))})\b")
-    named = [
-        p.relative_to(baked).as_posix()
-        for p in files(baked)
-        if settings.search(p.read_text(errors="replace"))
-    ]
-    assert named == [], f"{other}'s settings are named in a {broker} project"
+    for other in others:
+        leftovers = [p for p in files(baked) if re.search(rf"_{other}\.py$", p.name)]
+        assert leftovers == [], f"{other}'s files were generated"
+        settings = re.compile(rf"\b({'|'.join(sorted(adapter_settings(other)))})\b")
+        named = [
+            p.relative_to(baked).as_posix()
+            for p in files(baked)
+            if settings.search(p.read_text(errors="replace"))
+        ]
+        assert named == [], f"{other}'s settings are named in a {broker} project"
+
+
+def test_the_hook_knows_every_broker_choice() -> None:
+    """The post-generation hook deletes the files of every broker not chosen: its list must
+    be cookiecutter.json's."""
+    hook = (TEMPLATE / "hooks/post_gen_project.py").read_text()
+    (listed,) = re.findall(r"^BROKERS = (\(.*\))", hook, re.M)
+    assert list(ast.literal_eval(listed)) == BROKERS
 
 
 def adapter_settings(broker: str) -> set[str]:

@@ -24,6 +24,7 @@ import pytest
 from conftest import (
     BROKERS,
     POSTGRES_URL,
+    broker_of,
     clean_env,
     local_stack_env,
     roster_names,
@@ -67,10 +68,6 @@ def broker_names(project: Path, env: dict[str, str]) -> set[str]:
         listed = run(["rabbitmqctl", "-q", kind, "-p", vhost, "name"], cwd=project).stdout
         names |= {f"{kind}:{name}" for name in listed.split()}
     return names
-
-
-def broker_of(project: Path) -> str:
-    return "kafka" if project.name.startswith("kafka") else "rabbitmq"
 
 
 @pytest.fixture

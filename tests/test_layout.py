@@ -60,8 +60,15 @@ def test_eventkit_names_no_event_field_stream_or_service_of_the_domain() -> None
 
 
 def test_the_post_generation_hook_only_deletes() -> None:
-    """Code is never renamed (it lints and imports where it stands); only the lock is."""
+    """Code is never renamed (it lints and imports where it stands); only the lock and the
+    broker's docs are."""
     hook = (TEMPLATE / "hooks/post_gen_project.py").read_text()
     renames = [line.strip() for line in hook.splitlines() if ".rename(" in line]
-    assert renames == ['(root / LOCK.format(broker=BROKER)).rename(root / "requirements.lock")']
+    assert renames == [
+        '(root / LOCK.format(broker=BROKER)).rename(root / "requirements.lock")',
+        '(root / pattern.format(broker=BROKER)).rename(root / pattern.replace("-{broker}", ""))',
+    ]
+    assert re.findall(r"^PER_BROKER_DOCS = (.*)$", hook, re.M) == [
+        '["docs/broker-{broker}.md", "docs/settings-{broker}.md"]'
+    ]
     assert ".unlink(" in hook
