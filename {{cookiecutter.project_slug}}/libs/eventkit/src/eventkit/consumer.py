@@ -401,7 +401,7 @@ class Consumer:
                     outcome.duplicates += 1
                     continue
                 if positions is not None and HELD_SINCE_HEADER in item.headers:
-                    positions.release(item.event)  # held before, known now
+                    positions.release(item.event, self._hold_grace())  # known now
                 turn = positions.take_turn(item.event) if positions else Turn.NEXT
                 if turn is Turn.NOT_YET and positions is not None:
                     reason = positions.waiting_for(item.event)
@@ -452,11 +452,16 @@ class Consumer:
         async with self.db.transaction() as session:
             positions = await Positions.load(session, stream, [event], self._opening())
             if known:
-                positions.release(event)
+                positions.release(event, self._hold_grace())
             if held_until:
                 positions.hold(event, datetime.fromtimestamp(held_until, UTC))
             else:
                 positions.see(event)
+
+    def _hold_grace(self) -> timedelta:
+        """How long events a lifted hold put off may still be in the broker's retries."""
+        tiers = self.transport.config.retry_tiers
+        return timedelta(seconds=tiers[-1]) if tiers else timedelta(0)
 
     async def _failed(self, stream: str, item: Incoming, error: str, waiting: bool = False) -> None:
         """Retry `item` later through the broker, or dead-letter it once retries run out."""
