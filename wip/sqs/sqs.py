@@ -1,4 +1,4 @@
-"""Amazon SNS + SQS transport on aiobotocore (a prototype of eventkit.transports.sqs).
+"""Amazon SNS + SQS transport on aiobotocore.
 
 Topology (all FIFO, all declared by `start()`, idempotently):
 
@@ -17,17 +17,25 @@ Topology (all FIFO, all declared by `start()`, idempotently):
 Consumption: one task per queue long-polls (WaitTimeSeconds, 20 s by default: an idle
 queue costs one request per 20 s) for up to 10 messages (more, without waiting, up to
 `batch_size` while full), hands them to the handler, keeps them invisible while it runs,
-and deletes them in a batch once it returns. If it raises, the messages are made visible
-again after `handback_seconds` (ChangeMessageVisibility) and come back in order: a FIFO
-queue hands out none of a message group's later messages while one is in flight, which
-also keeps an aggregate's order when several replicas poll the same queue (no single
-active consumer is needed, unlike RabbitMQ).
+and deletes them in a batch once it returns. If it raises, the messages are kept hidden
+for `handback_seconds`, then made visible at once (`_hand_back` says why not by a timeout),
+and come back in order: a FIFO queue hands out none of a message group's later messages
+while one is in flight, which also keeps an aggregate's order when several replicas poll
+the same queue (no single active consumer is needed, unlike RabbitMQ; moto 5.2.6 does not
+hold to this when two receives overlap).
 
 Retries: `publish_retry` sends the message, with its new headers, to the service's retry
 queue with the stream and the time it is due as attributes. The retry poller hands due
 messages to their stream's handler; one not yet due is made invisible until it is
 (ChangeMessageVisibility): SQS holds it meanwhile, and FIFO queues take no per-message
-DelaySeconds. FINDINGS.md says why the original message's visibility is not used.
+DelaySeconds. (The original message's visibility is not used: `publish_retry` gets no
+receipt handle, is called for messages never received here, and its headers change each
+time while SQS message attributes cannot.)
+
+Where it answers: BROKER_URL is the one endpoint of SNS and SQS (moto_server or LocalStack;
+unset: LOCAL_URL); BROKER_URL=aws means AWS's own endpoints in AWS_REGION. Credentials are
+never settings: the standard AWS chain (environment, profile, web identity, instance or task
+role) supplies them.
 """
 
 from __future__ import annotations
@@ -49,16 +57,19 @@ from typing import TYPE_CHECKING, Any
 from aiobotocore.session import get_session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
+from pydantic import Field
+from pydantic_settings import BaseSettings
 
-from eventkit_protocol import (
+from eventkit.roster import dead_letter_stream, stream_subscription
+from eventkit.settings import SETTINGS_SOURCES, ServiceSettings, default
+from eventkit.transports import (
     BatchHandler,
     Delivery,
     DeliveryConfig,
     EventTypes,
     Outcome,
     Outgoing,
-    dead_letter_stream,
-    stream_subscription,
+    delivery_from_settings,
 )
 
 if TYPE_CHECKING:
@@ -203,28 +214,90 @@ def _public(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k not in INTERNAL_ATTRIBUTES}
 
 
+# Where SNS and SQS answer on a developer's machine when BROKER_URL is unset: a moto_server
+# (or LocalStack) that `make local-up` starts. 4566 is LocalStack's edge port, so either
+# emulator answers on the same URL; moto's own default, 5000, is often taken by other dev
+# servers (Flask's default, macOS's AirPlay receiver).
+LOCAL_URL = "http://localhost:4566"
+# BROKER_URL's value for AWS itself: the regional endpoints of SNS and SQS (two hosts, which
+# one URL cannot name).
+AWS = "aws"
+
+
+class SqsSettings(BaseSettings):
+    """SNS and SQS settings, read where ServiceSettings reads its own (the environment, .env).
+
+    Credentials are not among them: the standard AWS chain supplies those.
+    """
+
+    model_config = SETTINGS_SOURCES
+
+    AWS_REGION: str = Field(
+        "us-east-1",
+        description="SNS/SQS: the AWS region of the service's topics and queues (AWS's own "
+        "variable; any value does for moto_server or LocalStack).",
+    )
+    SQS_VISIBILITY_TIMEOUT_SECONDS: int = Field(
+        30,
+        ge=1,
+        le=43_200,
+        description="SNS/SQS: how long a received message stays hidden from other receivers; "
+        "renewed every half of it while its handler runs.",
+    )
+    SQS_WAIT_TIME_SECONDS: int = Field(
+        20,
+        ge=0,
+        le=20,
+        description="SNS/SQS: long-poll wait of each receive; an idle queue costs one request "
+        "per wait.",
+    )
+    DELIVERY_LIMIT: int = Field(
+        20,
+        ge=1,
+        description="SNS/SQS: receives of a message handed back unapplied (its consumer "
+        "crashed on it) before SQS moves it to the dead-letter queue (maxReceiveCount).",
+    )
+    SQS_HANDBACK_SECONDS: int = Field(
+        1,
+        ge=0,
+        le=43_200,
+        description="SNS/SQS: a batch whose handler raised is received again after this many "
+        "seconds.",
+    )
+    DEAD_LETTER_RETENTION_SECONDS: int = Field(
+        1_209_600,
+        ge=60,
+        le=1_209_600,
+        description="SNS/SQS: how long the dlq-<service>.fifo queue keeps a dead letter "
+        "(SQS's longest: 14 days).",
+    )
+
+
+BROKER_SETTINGS = SqsSettings  # this adapter's settings, under the name every adapter uses
+
+
 @dataclass
 class SqsConfig(DeliveryConfig):
-    """`SqsConfig(service="billing", endpoint_url="http://127.0.0.1:5000")`.
+    """`SqsConfig(service="billing", endpoint_url="http://127.0.0.1:4566")`.
 
     Credentials come from the standard AWS chain (environment, profile, instance role).
     """
 
     service: str
-    region: str = "us-east-1"
+    region: str = default("AWS_REGION", SqsSettings)
     # Empty: AWS's own endpoints. Else one URL for SNS and SQS (moto, LocalStack).
     endpoint_url: str = ""
     # How long a received message stays hidden before it is handed out again; renewed
     # while its handler runs.
-    visibility_timeout: int = 30
+    visibility_timeout: int = default("SQS_VISIBILITY_TIMEOUT_SECONDS", SqsSettings)
     # Long-poll wait of each ReceiveMessage (0-20 s): an idle queue costs one request each.
-    wait_time_seconds: int = 20
+    wait_time_seconds: int = default("SQS_WAIT_TIME_SECONDS", SqsSettings)
     # Receives of one message after which SQS moves it to the dead letters (maxReceiveCount).
-    delivery_limit: int = 20
+    delivery_limit: int = default("DELIVERY_LIMIT", SqsSettings)
     # After a handler raised, its batch is handed out again after this many seconds.
-    handback_seconds: int = 1
+    handback_seconds: int = default("SQS_HANDBACK_SECONDS", SqsSettings)
     # Dead letters are kept this long (SQS's maximum, 14 days).
-    dead_letter_retention_seconds: int = 1_209_600
+    dead_letter_retention_seconds: int = default("DEAD_LETTER_RETENTION_SECONDS", SqsSettings)
     # Each hand-back counts towards delivery_limit, as on RabbitMQ: hold batches long.
     batch_hold_seconds: float = field(default=600.0, kw_only=True)
 
@@ -232,6 +305,31 @@ class SqsConfig(DeliveryConfig):
     def dead_letters(self) -> str:
         """eventkit's name (`dlq.<service>`); the queue is `sqs_name(dead_letters)`."""
         return self.dead_letter_topic or dead_letter_stream(self.service)
+
+
+def endpoint_of(broker_url: str) -> str:
+    """SqsConfig.endpoint_url for BROKER_URL: "" (AWS's own endpoints) for `aws`."""
+    return "" if broker_url.strip().lower() == AWS else broker_url.strip()
+
+
+def config_from_settings(settings: ServiceSettings, sqs: SqsSettings | None = None) -> SqsConfig:
+    """`sqs`: unset, read from the environment."""
+    sqs = sqs or SqsSettings()
+    return SqsConfig(
+        service=settings.SERVICE_NAME,
+        region=sqs.AWS_REGION,
+        endpoint_url=endpoint_of(settings.broker_url),
+        visibility_timeout=sqs.SQS_VISIBILITY_TIMEOUT_SECONDS,
+        wait_time_seconds=sqs.SQS_WAIT_TIME_SECONDS,
+        delivery_limit=sqs.DELIVERY_LIMIT,
+        handback_seconds=sqs.SQS_HANDBACK_SECONDS,
+        dead_letter_retention_seconds=sqs.DEAD_LETTER_RETENTION_SECONDS,
+        **delivery_from_settings(settings),
+    )
+
+
+def from_settings(settings: ServiceSettings) -> SqsTransport:
+    return SqsTransport(config_from_settings(settings))
 
 
 @dataclass(frozen=True)
@@ -274,6 +372,7 @@ class SqsTransport:
         self._sns: SNSClient | None = None
         self._sqs: SQSClient | None = None
         self._pollers: list[asyncio.Task[None]] = []
+        self._handbacks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
     # --- declaring -----------------------------------------------------------------------
@@ -320,8 +419,12 @@ class SqsTransport:
         if self.config.endpoint_url:
             options["endpoint_url"] = self.config.endpoint_url
         try:
-            self._sns = await self._exit.enter_async_context(session.create_client("sns", **options))
-            self._sqs = await self._exit.enter_async_context(session.create_client("sqs", **options))
+            self._sns = await self._exit.enter_async_context(
+                session.create_client("sns", **options)
+            )
+            self._sqs = await self._exit.enter_async_context(
+                session.create_client("sqs", **options)
+            )
             await self._declare()
         except BaseException:
             await self.stop()
@@ -459,7 +562,10 @@ class SqsTransport:
         paginator = self.sns.get_paginator("list_subscriptions_by_topic")
         async for page in paginator.paginate(TopicArn=topic_arn):
             for subscription in page.get("Subscriptions", []):
-                if subscription.get("Endpoint") == queue_arn and subscription.get("Protocol") == "sqs":
+                if (
+                    subscription.get("Endpoint") == queue_arn
+                    and subscription.get("Protocol") == "sqs"
+                ):
                     return str(subscription["SubscriptionArn"])
         return None
 
@@ -475,6 +581,10 @@ class SqsTransport:
         for task in pollers:
             task.cancel()
         await asyncio.gather(*pollers, return_exceptions=True)
+        handbacks = list(self._handbacks)  # cancelled, each hands its batch back at once
+        for task in handbacks:
+            task.cancel()
+        await asyncio.gather(*handbacks, return_exceptions=True)
         await self._exit.aclose()
         self._sns = self._sqs = None
         self._topic_arns.clear()
@@ -540,7 +650,9 @@ class SqsTransport:
                             },
                         )
                     )
-                for index, outcome in await self._publish_entries(messages[indexes[0]].stream, entries):
+                for index, outcome in await self._publish_entries(
+                    messages[indexes[0]].stream, entries
+                ):
                     outcomes[index] = outcome
                     if outcome is not None and messages[index].key:
                         failed.setdefault(messages[index].key, outcome)
@@ -564,7 +676,11 @@ class SqsTransport:
         for entry in entries:
             text, headers = entry[1]
             entry_size = len(text.encode()) + sum(len(k) + len(v) + 6 for k, v in headers.items())
-            if not chunks or len(chunks[-1]) == MAX_BATCH_ENTRIES or size + entry_size > MAX_PAYLOAD_BYTES:
+            if (
+                not chunks
+                or len(chunks[-1]) == MAX_BATCH_ENTRIES
+                or size + entry_size > MAX_PAYLOAD_BYTES
+            ):
                 chunks.append([])
                 size = 0
             chunks[-1].append(entry)
@@ -595,7 +711,9 @@ class SqsTransport:
                 outcomes.append((index, None))
             elif entry["Id"] in refused:
                 item = refused[entry["Id"]]
-                outcomes.append((index, PublishRefused(f"{item['Code']}: {item.get('Message', '')}")))
+                outcomes.append(
+                    (index, PublishRefused(f"{item['Code']}: {item.get('Message', '')}"))
+                )
             else:  # neither (moto drops some errors so): not known to be taken
                 outcomes.append((index, PublishRefused("no outcome in the PublishBatch answer")))
         return outcomes
@@ -685,11 +803,17 @@ class SqsTransport:
                 skipped.append(message)  # no handler here for it: leave it
                 continue
             headers = {
-                k: v for k, v in letter.headers.items()
-                if k not in ("x-error", "x-attempts", "x-failed-at", STREAM_ATTRIBUTE, KEY_ATTRIBUTE)
+                k: v
+                for k, v in letter.headers.items()
+                if k
+                not in ("x-error", "x-attempts", "x-failed-at", STREAM_ATTRIBUTE, KEY_ATTRIBUTE)
             }
             await self.publish_retry(
-                letter.stream, letter.body, headers, key=letter.headers.get(KEY_ATTRIBUTE, ""), delay=0
+                letter.stream,
+                letter.body,
+                headers,
+                key=letter.headers.get(KEY_ATTRIBUTE, ""),
+                delay=0,
             )
             replayed.append(message)
         await self._change_visibility(self._dead_letter_url(), skipped, 0)
@@ -728,7 +852,11 @@ class SqsTransport:
 
     # --- consuming -------------------------------------------------------------------------
 
-    def _poll(self, url: str, deliver: Callable[[str, list[MessageTypeDef]], Awaitable[list[MessageTypeDef]]]) -> None:
+    def _poll(
+        self,
+        url: str,
+        deliver: Callable[[str, list[MessageTypeDef]], Awaitable[list[MessageTypeDef]]],
+    ) -> None:
         self._pollers.append(asyncio.create_task(self._poll_loop(url, deliver)))
 
     async def _poll_loop(
@@ -740,9 +868,14 @@ class SqsTransport:
         failures = 0
         while not self._stopping:
             try:
-                messages = await self._receive(url, MAX_BATCH_ENTRIES, wait=self.config.wait_time_seconds)
+                messages = await self._receive(
+                    url, MAX_BATCH_ENTRIES, wait=self.config.wait_time_seconds
+                )
                 # While receives come back full, take more at once, up to batch_size.
-                while len(messages) % MAX_BATCH_ENTRIES == 0 and 0 < len(messages) < self.config.batch_size:
+                while (
+                    len(messages) % MAX_BATCH_ENTRIES == 0
+                    and 0 < len(messages) < self.config.batch_size
+                ):
                     more = await self._receive(
                         url, min(MAX_BATCH_ENTRIES, self.config.batch_size - len(messages)), wait=0
                     )
@@ -766,12 +899,16 @@ class SqsTransport:
                     await asyncio.shield(self._change_visibility(url, messages, 0))
                 raise
             except Exception:
-                log.warning("a batch of %d from %s failed: handed back", len(messages), url, exc_info=True)
-                await self._change_visibility(url, messages, self.config.handback_seconds)
+                log.warning(
+                    "a batch of %d from %s failed: handed back", len(messages), url, exc_info=True
+                )
+                await self._hand_back(url, messages)
                 continue
             await self._delete(url, done)
 
-    def _stream_batch(self, handler: BatchHandler) -> Callable[[str, list[MessageTypeDef]], Awaitable[list[MessageTypeDef]]]:
+    def _stream_batch(
+        self, handler: BatchHandler
+    ) -> Callable[[str, list[MessageTypeDef]], Awaitable[list[MessageTypeDef]]]:
         async def deliver(url: str, messages: list[MessageTypeDef]) -> list[MessageTypeDef]:
             batch: list[Delivery] = []
             for message in messages:
@@ -799,7 +936,9 @@ class SqsTransport:
             group = message.get("Attributes", {}).get("MessageGroupId", "")
             left = float(headers.get(DUE_ATTRIBUTE, "0") or 0) - now
             if left > 0 or group in blocked:
-                seconds = min(MAX_VISIBILITY_SECONDS, max(1, math.ceil(left), blocked.get(group, 0)))
+                seconds = min(
+                    MAX_VISIBILITY_SECONDS, max(1, math.ceil(left), blocked.get(group, 0))
+                )
                 blocked.setdefault(group, seconds)
                 hidden.setdefault(seconds, []).append(message)
             else:
@@ -818,16 +957,45 @@ class SqsTransport:
             subscription = self._subscriptions.get(stream)
             try:
                 if subscription is None:
-                    raise LookupError(f"a retry of stream {stream!r}, which this service does not read")
+                    raise LookupError(
+                        f"a retry of stream {stream!r}, which this service does not read"
+                    )
                 async with self._kept_invisible(url, run):
                     await subscription.handler(batch)
             except Exception:
                 log.warning("retries of %s failed: handed back", stream, exc_info=True)
                 rest = [m for _, later, _ in runs[place:] for m in later]
-                await self._change_visibility(url, rest, self.config.handback_seconds)
+                await self._hand_back(url, rest)
                 break
             done += run
         return done
+
+    async def _hand_back(self, url: str, messages: list[MessageTypeDef]) -> None:
+        """Make `messages` visible again in `handback_seconds`: hidden that long (and a
+        visibility timeout more, in case this process goes), then visible at once.
+
+        Not ChangeMessageVisibility(handback_seconds) alone: when several messages of one
+        group become visible by timing out, moto hands the group's last one out first and
+        holds the others behind it (AWS keeps the order); made visible at once, moto too
+        hands them out in order.
+        """
+        delay = self.config.handback_seconds
+        if delay <= 0:
+            await self._change_visibility(url, messages, 0)
+            return
+        hold = min(MAX_VISIBILITY_SECONDS, delay + self.config.visibility_timeout)
+        await self._change_visibility(url, messages, hold)
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(delay)
+            finally:  # stop() cancels it: the batch goes back at once
+                with contextlib.suppress(Exception):
+                    await self._change_visibility(url, messages, 0)
+
+        task = asyncio.create_task(later())
+        self._handbacks.add(task)
+        task.add_done_callback(self._handbacks.discard)
 
     async def _receive(self, url: str, count: int, *, wait: int) -> list[MessageTypeDef]:
         answer = await self.sqs.receive_message(
@@ -840,7 +1008,9 @@ class SqsTransport:
         return list(answer.get("Messages", []))
 
     @contextlib.asynccontextmanager
-    async def _kept_invisible(self, url: str, messages: list[MessageTypeDef]) -> AsyncIterator[None]:
+    async def _kept_invisible(
+        self, url: str, messages: list[MessageTypeDef]
+    ) -> AsyncIterator[None]:
         """While the handler runs, renew the messages' visibility every half timeout, so a
         slow batch (a rebuild's pause, a database outage) is not handed out twice."""
 
@@ -857,13 +1027,19 @@ class SqsTransport:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _change_visibility(self, url: str, messages: Sequence[MessageTypeDef], seconds: int) -> None:
+    async def _change_visibility(
+        self, url: str, messages: Sequence[MessageTypeDef], seconds: int
+    ) -> None:
         for start in range(0, len(messages), MAX_BATCH_ENTRIES):
             chunk = messages[start : start + MAX_BATCH_ENTRIES]
             await self.sqs.change_message_visibility_batch(
                 QueueUrl=url,
                 Entries=[
-                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": seconds}
+                    {
+                        "Id": str(n),
+                        "ReceiptHandle": m["ReceiptHandle"],
+                        "VisibilityTimeout": seconds,
+                    }
                     for n, m in enumerate(chunk)
                 ],
             )
@@ -875,10 +1051,14 @@ class SqsTransport:
             chunk = messages[start : start + MAX_BATCH_ENTRIES]
             answer = await self.sqs.delete_message_batch(
                 QueueUrl=url,
-                Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)],
+                Entries=[
+                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)
+                ],
             )
             for failed in answer.get("Failed", []):
-                log.warning("not deleted from %s: %s %s", url, failed["Code"], failed.get("Message"))
+                log.warning(
+                    "not deleted from %s: %s %s", url, failed["Code"], failed.get("Message")
+                )
 
     # --- health and documentation ------------------------------------------------------------
 
@@ -900,7 +1080,9 @@ class SqsTransport:
             topic = sqs_name(stream)
             channel: dict[str, Any] = {
                 "address": topic,
-                "bindings": {"sns": {"name": topic, "ordering": {"type": "FIFO"}, "bindingVersion": "1.0.0"}},
+                "bindings": {
+                    "sns": {"name": topic, "ordering": {"type": "FIFO"}, "bindingVersion": "1.0.0"}
+                },
             }
             publication = self._publications.get(stream)
             subscription = self._subscriptions.get(stream)
@@ -909,7 +1091,7 @@ class SqsTransport:
                 operations[f"{stream}:publish"] = {
                     "action": "send",
                     "channel": {"$ref": f"#/channels/{stream}"},
-                    "description": f"MessageGroupId: the aggregate id; deduplicated by event id",
+                    "description": "MessageGroupId: the aggregate id; deduplicated by event id",
                 }
             if subscription is not None:
                 queue = sqs_name(stream_subscription(self.config.service, stream))
@@ -927,11 +1109,17 @@ class SqsTransport:
                                     "visibilityTimeout": self.config.visibility_timeout,
                                     "receiveMessageWaitTime": self.config.wait_time_seconds,
                                     "redrivePolicy": {
-                                        "deadLetterQueue": {"name": sqs_name(self.config.dead_letters)},
+                                        "deadLetterQueue": {
+                                            "name": sqs_name(self.config.dead_letters)
+                                        },
                                         "maxReceiveCount": self.config.delivery_limit,
                                     },
                                     **(
-                                        {"filterPolicy": {EVENT_TYPE_ATTRIBUTE: list(subscription.types)}}
+                                        {
+                                            "filterPolicy": {
+                                                EVENT_TYPE_ATTRIBUTE: list(subscription.types)
+                                            }
+                                        }
                                         if subscription.types
                                         else {}
                                     ),
