@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from eventkit import Envelope, EventData, EventRegistry, EventType, Subscriptions
+from eventkit import Envelope, EventData, EventRegistry, EventType, Subscriptions, context
 from eventkit.consumer import Consumer, DatabaseUnavailable
 from eventkit.db import Database
 from eventkit.dead_letters import DeadLetter
@@ -580,6 +581,33 @@ async def test_a_held_event_that_fails_once_known_lifts_its_hold(db: Database) -
     letters = await second_and_third_dead_lettered(db, transport)
     assert "a bug on #2" in letters[2] and "waits for #2" in letters[3]
     assert handler.applied == [("k", 1)]
+
+
+class FieldsAtEmit(logging.Handler):
+    """Each log line with the event fields a JSON line would carry (read as it is written)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[tuple[str, dict[str, str]]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.getMessage(), context.log_fields()))
+
+
+async def test_an_undecodable_message_is_not_logged_as_the_event_before_it(db: Database) -> None:
+    """An operator follows a dead letter's log line by its event id: a message that is not
+    JSON has none, and must not carry the id of the event handled before it."""
+    consumer = make_consumer(db, Recorder())
+    lines, logger = FieldsAtEmit(), logging.getLogger("eventkit.consumer")
+    logger.addHandler(lines)
+    try:
+        await consumer.handle(THINGS, happened("g").to_bytes())
+        await consumer.handle(THINGS, b"not json at all")
+    finally:
+        logger.removeHandler(lines)
+    [(message, fields)] = [line for line in lines.lines if line[0].startswith("dead-lettering")]
+    assert message.startswith(f"dead-lettering a message of {THINGS}: not valid JSON"), message
+    assert fields == {}
 
 
 async def test_a_type_no_handler_takes_is_passed_over_unread(db: Database) -> None:

@@ -248,9 +248,11 @@ class Consumer:
 
     async def _handle_batch(self, stream: str, batch: Sequence[Delivery]) -> None:
         deadline = time.monotonic() + self.transport.config.batch_hold_seconds
+        context.forget_event()
         found = self._sort(stream, batch)
         started = time.perf_counter()
         outcome = await self._apply_waiting(stream, found.incoming, deadline)
+        context.forget_event()  # what follows logs each message as itself
         if found.incoming:
             HANDLER_SECONDS.labels(stream=stream).observe(time.perf_counter() - started)
         for item in outcome.applied:
@@ -541,7 +543,8 @@ class Consumer:
     async def _dead_letter(
         self, stream: str, raw: bytes, event: Envelope | None, error: str, *, attempts: int
     ) -> None:
-        log.error("dead-lettering a message of %s: %s", stream, error)
+        described = f"{event.type} {event.id}" if event is not None else "a message"
+        log.error("dead-lettering %s of %s: %s", described, stream, error)
         failed_at = datetime.now(UTC)
         key = event.key if event else ""
         headers = {
