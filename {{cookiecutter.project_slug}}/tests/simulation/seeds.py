@@ -25,7 +25,20 @@ FIXED_SEEDS = [1, 3, 7, 52, 94, 108, 5000255, 13001101, 14000784, 14001410, 2200
 # must wait out the lease before a rebuild can restore the read model.
 # 63000294: a hold lifted while events it put off were in the longest retry; the events
 # behind them spent their retries waiting and the last was dead-lettered.
-FIXED_POSTGRES_SEEDS = [1, 3, 52, 8000033, 9500015, 31000026, 32000018, 62000190, 63000294]
+# 65000364: a rebuild replayed an invoice whose user was still in the user service's
+# outbox; the replay dead-lettered it at once instead of retrying it as live does.
+FIXED_POSTGRES_SEEDS = [
+    1,
+    3,
+    52,
+    8000033,
+    9500015,
+    31000026,
+    32000018,
+    62000190,
+    63000294,
+    65000364,
+]
 NEW_SEEDS_PER_TEST_RUN = 3
 
 

@@ -189,8 +189,9 @@ class Consumer:
         self.events = events
         self.db = db
         self.transport = transport
-        # A rebuild's replay: it runs while live consumption is paused, and what fails
-        # goes to the dead letters at once.
+        # A rebuild's replay: it runs while live consumption is paused; what fails goes to
+        # the live consumer's retries, as a live failure does (it may need an event of
+        # another stream that the broker has not delivered yet: an invoice's user).
         self.replay = replay
         self.gate = Gate()
 
@@ -471,7 +472,7 @@ class Consumer:
         event = item.event
         if not waiting:
             await self._see(stream, event, known=HELD_SINCE_HEADER in item.headers)
-        if self.replay or attempt > self.transport.config.max_retries:
+        if attempt > self.transport.config.max_retries:
             if not waiting:
                 log.error("giving up on %s %s: %s", event.type, event.id, error)
             await self._dead_letter(stream, item.raw, event, error, attempts=attempt)
