@@ -191,7 +191,7 @@ class Consumer:
         self.transport = transport
         # A rebuild's replay: it runs while live consumption is paused; what fails goes to
         # the live consumer's retries, as a live failure does (it may need an event of
-        # another stream that the broker has not delivered yet: an invoice's user).
+        # another stream that the broker has not delivered yet).
         self.replay = replay
         self.gate = Gate()
 
