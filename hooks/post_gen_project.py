@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 BROKER = {{cookiecutter.broker | tojson}}
-BROKERS = ("kafka", "rabbitmq")  # cookiecutter.json's choices (the template's tests check)
+BROKERS = ("kafka", "rabbitmq", "sqs")  # cookiecutter.json's choices (the template's tests check)
 OTHERS = [broker for broker in BROKERS if broker != BROKER]
 
 # Each broker-specific file, with `{broker}` where its broker's name stands.

@@ -22,7 +22,7 @@ RULES = {
         "a Python identifier in lowercase (a letter, then letters, digits or underscores)"
         " that is not a Python keyword",
     ),
-    "broker": (r"kafka|rabbitmq", "one of: kafka, rabbitmq"),
+    "broker": (r"kafka|rabbitmq|sqs", "one of: kafka, rabbitmq, sqs"),
     "python_version": (r"3\.(1[1-9]|[2-9][0-9])", "a Python version 3.11 or newer, like 3.12"),
 }
 

@@ -1,10 +1,9 @@
 """The contract every transport keeps, run against each adapter this project has.
 
-memory always; the project's broker (Kafka-protocol broker or RabbitMQ) for real.
+memory always; the project's broker (Kafka-protocol broker, RabbitMQ or SNS + SQS) for real.
 """
 
 import asyncio
-import importlib.util
 import time
 from collections.abc import Callable, Sequence
 
@@ -13,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit import Envelope, Subscriptions
 from eventkit.consumer import Consumer
+from eventkit.settings import shipped_broker
 from eventkit.testing import async_wait_until
 from eventkit.transports import Delivery, DeliveryConfig, Outgoing, Transport
 from sample_domain import DatabaseDown, happened, things_registry
@@ -122,11 +122,7 @@ async def test_a_retry_comes_back_to_its_streams_handler_after_the_delay(
 
 
 # In one process every "service" shares the in-process transport; the brokers keep them apart.
-BROKERS = [
-    kind
-    for kind in ("kafka", "rabbitmq")
-    if importlib.util.find_spec(f"eventkit.transports.{kind}") is not None
-]
+BROKERS = [kind for kind in [shipped_broker()] if kind != "memory"]
 
 
 @pytest.mark.parametrize("transport_factory", BROKERS, indirect=True)

@@ -1,7 +1,8 @@
 """Settings every service shares; each service subclasses this once, in its settings.py.
 
 Every default lives here, but the broker's: its adapter owns those (`KafkaSettings` in
-transports/kafka.py, `RabbitMQSettings` in transports/rabbitmq.py), read from the same
+transports/kafka.py, `RabbitMQSettings` in transports/rabbitmq.py, `SqsSettings` in
+transports/sqs.py), read from the same
 environment, so a project carries only its own broker's. Transport configs read their
 defaults through `default()`.
 """
@@ -15,12 +16,12 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER = "changethis"
-BrokerKind = Literal["kafka", "rabbitmq", "memory"]
+BrokerKind = Literal["kafka", "rabbitmq", "sqs", "memory"]
 
 
 def shipped_broker() -> BrokerKind:
     """The broker this project was generated for: the one real adapter it ships."""
-    real: tuple[BrokerKind, ...] = ("kafka", "rabbitmq")
+    real: tuple[BrokerKind, ...] = ("kafka", "rabbitmq", "sqs")
     for kind in real:
         if importlib.util.find_spec(f"eventkit.transports.{kind}") is not None:
             return kind
