@@ -71,6 +71,7 @@ from eventkit.transports import (
     Outgoing,
     delivery_from_settings,
 )
+from eventkit.transports.memory import MemoryConfig, MemoryTransport
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
@@ -212,6 +213,27 @@ def _sqs_attributes(headers: Mapping[str, str]) -> dict[str, SqsAttribute]:
 
 def _public(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k not in INTERNAL_ATTRIBUTES}
+
+
+def _through_codec(handler: BatchHandler) -> BatchHandler:
+    """`handler`, given each message as SQS would: encoded as attributes and decoded."""
+
+    async def decoded(batch: Sequence[Delivery]) -> None:
+        received: list[Delivery] = []
+        for body, headers in batch:
+            text, extra = encode_body(body)
+            attributes = encode_headers({**headers, **extra})
+            message: MessageTypeDef = {
+                "Body": text,
+                "MessageAttributes": {
+                    k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()
+                },
+            }
+            decoded_body, decoded_headers = decode_message(message)
+            received.append((decoded_body, _public(decoded_headers)))
+        await handler(received)
+
+    return decoded
 
 
 # Where SNS and SQS answer on a developer's machine when BROKER_URL is unset: a moto_server
@@ -374,6 +396,7 @@ class SqsTransport:
         self._pollers: list[asyncio.Task[None]] = []
         self._handbacks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._inline: MemoryTransport | None = None  # under_test(): no endpoint
 
     # --- declaring -----------------------------------------------------------------------
 
@@ -404,9 +427,29 @@ class SqsTransport:
             raise RuntimeError("SqsTransport is not started")
         return self._sqs
 
+    @contextlib.asynccontextmanager
+    async def under_test(self) -> AsyncIterator[None]:
+        """For unit tests, as FastStream's test brokers are for the other adapters: no
+        endpoint; what is published goes inline, through this adapter's message encoding
+        and its filter by type, to the subscribed handlers. SNS and SQS themselves are
+        tested against moto_server (test_transport_sqs.py and the contract test)."""
+        self._inline = MemoryTransport(MemoryConfig(service=self.config.service))
+        try:
+            yield
+        finally:
+            self._inline = None
+
     async def start(self) -> None:
         """Connect, declare the topology (idempotent), then start polling."""
         self._stopping = False
+        if self._inline:
+            for subscription in self._subscriptions.values():
+                self._inline.subscribe(
+                    subscription.stream,
+                    _through_codec(subscription.handler),
+                    types=subscription.types,
+                )
+            return await self._inline.start()
         session = get_session()
         options: dict[str, Any] = {
             "region_name": self.config.region,
@@ -580,6 +623,8 @@ class SqsTransport:
     async def stop(self) -> None:
         """Stop polling (a batch being handled is handed back at once) and disconnect."""
         self._stopping = True
+        if self._inline:
+            await self._inline.stop()
         pollers, self._pollers = self._pollers, []
         for task in pollers:
             task.cancel()
@@ -609,6 +654,8 @@ class SqsTransport:
     async def publish(self, message: Outgoing) -> None:
         """Publish one message; SNS has it once this returns. A topic no queue subscribes
         to takes it and drops it (unlike RabbitMQ's mandatory publish, nothing fails)."""
+        if self._inline:
+            return await self._inline.publish(message)
         text, headers = self._entry(message)
         await self.sns.publish(
             TopicArn=await self._topic(message.stream),
@@ -627,6 +674,8 @@ class SqsTransport:
         request refused as a whole (one entry too large makes AWS refuse the request:
         BatchRequestTooLong) is sent again one message at a time, so only that one fails.
         """
+        if self._inline:
+            return await self._inline.publish_batch(messages, timeout=timeout)
         outcomes: list[Outcome] = [TimeoutError(f"no answer within {timeout}s")] * len(messages)
         by_stream: dict[str, list[int]] = {}
         for index, message in enumerate(messages):
@@ -743,6 +792,8 @@ class SqsTransport:
         sometimes with the same headers), and the key's group: a key's retries come back
         in the order sent, a later one waiting while an earlier one waits.
         """
+        if self._inline:
+            return await self._inline.publish_retry(stream, body, headers, key=key, delay=delay)
         text, extra = encode_body(body)
         attributes = encode_headers(
             {
@@ -769,6 +820,8 @@ class SqsTransport:
     ) -> None:
         """Into `sqs_name(dlq.<service>)`, its headers (x-error, x-attempts, ...) as
         attributes. Each dead letter is a group of its own: nothing waits behind it."""
+        if self._inline:
+            return await self._inline.publish_dead_letter(body, headers, key=key)
         text, extra = encode_body(body)
         name = sqs_name(self.config.dead_letters)
         url = self._queue_urls.get(name) or await self._ensure_queue(name, None)
@@ -1067,6 +1120,8 @@ class SqsTransport:
 
     async def ping(self) -> bool:
         """SQS answers (the dead-letter queue's attributes, within 2 s)."""
+        if self._inline:
+            return await self._inline.ping()
         try:
             async with asyncio.timeout(2.0):
                 await self.sqs.get_queue_url(QueueName=sqs_name(self.config.dead_letters))
