@@ -96,6 +96,14 @@ def roster_names(project: Path) -> list[str]:
     return run([str(project / ".venv/bin/python"), "-c", code], cwd=project).stdout.split()
 
 
+# BROKER_URL of a broker that local-up starts itself on a free port, by broker.
+LOCAL_BROKER_URL = {
+    "kafka": "127.0.0.1:{port}",
+    "rabbitmq": "amqp://guest:guest@localhost:{port}/",
+    "sqs": "http://127.0.0.1:{port}",
+}
+
+
 def local_stack_env(
     project: Path, *, broker_url: str | None = None, database: str = ""
 ) -> dict[str, str]:
@@ -103,16 +111,14 @@ def local_stack_env(
 
     Every service of its roster at `<NAME>_URL` on a free port (where `make local-up`
     starts it). BROKER_URL: `broker_url`, or by default a broker that local-up starts
-    itself on a free port (tansu, or a RabbitMQ node). DATABASE_URL: `database` (empty:
+    itself on a free port (tansu, a RabbitMQ node or a moto_server). DATABASE_URL: `database` (empty:
     SQLite files under var/; it may hold `{service}`).
     """
     env = {
         f"{name.upper()}_URL": f"http://127.0.0.1:{free_port()}" for name in roster_names(project)
     }
     if broker_url is None:
-        kafka = (project / "tools/src/dev_tools/local_broker_kafka.py").exists()
-        port = free_port()
-        broker_url = f"127.0.0.1:{port}" if kafka else f"amqp://guest:guest@localhost:{port}/"
+        broker_url = LOCAL_BROKER_URL[broker_of(project)].format(port=free_port())
     return env | {"BROKER_URL": broker_url, "DATABASE_URL": database}
 
 
@@ -283,9 +289,11 @@ def producers_of(roster: dict[str, dict[str, Any]], service: str) -> set[str]:
 
 def settings_fields(project: Path, service: str) -> set[str]:
     """Annotated class attributes of eventkit's ServiceSettings, the broker adapter's
-    settings (KafkaSettings or RabbitMQSettings) and the service's Settings."""
+    settings (KafkaSettings, RabbitMQSettings or SqsSettings) and the service's Settings."""
     fields: set[str] = set()
-    adapter = {"kafka": "KafkaSettings", "rabbitmq": "RabbitMQSettings"}[broker_of(project)]
+    adapter = {"kafka": "KafkaSettings", "rabbitmq": "RabbitMQSettings", "sqs": "SqsSettings"}[
+        broker_of(project)
+    ]
     for path, cls in (
         (project / "libs/eventkit/src/eventkit/settings.py", "ServiceSettings"),
         (project / f"libs/eventkit/src/eventkit/transports/{broker_of(project)}.py", adapter),

@@ -460,6 +460,25 @@ async def test_publish_retry_comes_back_after_its_delay_then_dead_letters_with_r
     assert len(other_got) == 1  # the retries reached only the service that sent them
 
 
+async def test_a_retry_held_for_long_keeps_no_shorter_retry_of_its_key_waiting(
+    make: Factory,
+) -> None:
+    """An event held for hours (a type not known yet) and a dead letter replayed with the
+    same key ("" for events without one): the replay comes back after its own delay. With
+    one FIFO group per key, it waited behind the held one (e2e test_dead_letters, SQS)."""
+    name = names()
+    stream = name("held.events")
+    consumer = make(name("mine"))
+    got, handler = recorder()
+    consumer.subscribe(stream, handler)
+    await consumer.start()
+    held, replayed = event("", 1, "Unknown"), event("", 2)
+    await consumer.publish_retry(stream, held, {"x-attempts": "1"}, key="", delay=3600)
+    await consumer.publish_retry(stream, replayed, {"x-attempts": "0"}, key="", delay=0.5)
+    await async_wait_until(lambda: holds(got), timeout=15, what="the short retry")
+    assert [body for body, _ in got] == [replayed]
+
+
 async def test_a_batch_of_25_with_one_too_large_fails_only_that_one(make: Factory) -> None:
     name = names()
     stream = name("bulk.events")

@@ -789,8 +789,10 @@ class SqsTransport:
         """To this service's retry queue, due in `delay` seconds, for `stream`'s handler.
 
         Its own MessageDeduplicationId each time (the same event is retried many times,
-        sometimes with the same headers), and the key's group: a key's retries come back
-        in the order sent, a later one waiting while an earlier one waits.
+        sometimes with the same headers), and a group per key and delay, as Kafka has a
+        retry topic per delay: a key's retries of one delay come back in the order sent,
+        and one held for long (an unknown type, for hours) keeps no shorter retry waiting
+        (a dead letter replayed, an event without a key: their key is "").
         """
         if self._inline:
             return await self._inline.publish_retry(stream, body, headers, key=key, delay=delay)
@@ -810,7 +812,7 @@ class SqsTransport:
         await self.sqs.send_message(
             QueueUrl=url,
             MessageBody=text,
-            MessageGroupId=group_id(f"{stream}/{key}"),
+            MessageGroupId=group_id(f"{stream}/{key}/{delay:g}"),
             MessageDeduplicationId=uuid.uuid4().hex,
             MessageAttributes=_sqs_attributes(attributes),
         )
