@@ -35,6 +35,9 @@ LOCK = "requirements-{broker}.lock"  # third-party pins with hashes (make lock w
 # Each broker's docs, kept under the name without `-{broker}`: the README links them, so it
 # reads the same for every broker. settings.md is written by `make catalog`.
 PER_BROKER_DOCS = ["docs/broker-{broker}.md", "docs/settings-{broker}.md"]
+# Folders only one broker's projects have: the IAM policies of the services' roles on AWS
+# (written by make deploy-files from the roster).
+ONLY_FOR = {"infra/k8s/iam": "sqs"}
 
 
 def main() -> None:
@@ -44,6 +47,9 @@ def main() -> None:
             (root / pattern.format(broker=other)).unlink(missing_ok=True)
         for pattern in [LOCK, *PER_BROKER_DOCS]:
             (root / pattern.format(broker=other)).unlink()
+    for folder, broker in ONLY_FOR.items():
+        if broker != BROKER:
+            shutil.rmtree(root / folder)
     (root / LOCK.format(broker=BROKER)).rename(root / "requirements.lock")
     for pattern in PER_BROKER_DOCS:
         (root / pattern.format(broker=BROKER)).rename(root / pattern.replace("-{broker}", ""))

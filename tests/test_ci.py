@@ -62,7 +62,16 @@ def test_ci_workflow_is_valid_and_uses_the_chosen_python(baked: Path) -> None:
             assert caches and caches[0]["with"]["path"] == "~/.cache/uv", name
             assert "hashFiles('requirements.lock')" in caches[0]["with"]["key"], name
     services = set(jobs["test"]["services"])
-    assert services == ({"postgres"} if broker_of(baked) == "kafka" else {"postgres", "rabbitmq"})
+    # Kafka's and SNS + SQS's tests start their own broker (tansu, moto_server) from .venv.
+    broker = broker_of(baked)
+    assert services == ({"postgres", "rabbitmq"} if broker == "rabbitmq" else {"postgres"})
+    # The tests reach RabbitMQ at the service container; e2e reaches compose's broker.
+    assert ("BROKER_URL" in jobs["test"]["env"]) == (broker == "rabbitmq")
+    e2e = commands(jobs, "compose-e2e")
+    if broker == "sqs":
+        assert 'export BROKER_URL="http://localhost:${MOTO_HOST_PORT:-4566}"' in e2e
+    if broker == "kafka":
+        assert "BROKER_URL" not in e2e
 
 
 def test_ci_checks_every_deployment_file(baked: Path) -> None:
