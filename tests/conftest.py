@@ -111,8 +111,8 @@ def local_stack_env(
 
     Every service of its roster at `<NAME>_URL` on a free port (where `make local-up`
     starts it). BROKER_URL: `broker_url`, or by default a broker that local-up starts
-    itself on a free port (tansu, a RabbitMQ node or a moto_server). DATABASE_URL: `database` (empty:
-    SQLite files under var/; it may hold `{service}`).
+    itself on a free port (tansu, a RabbitMQ node or a moto_server). DATABASE_URL:
+    `database` (empty: SQLite files under var/; it may hold `{service}`).
     """
     env = {
         f"{name.upper()}_URL": f"http://127.0.0.1:{free_port()}" for name in roster_names(project)
