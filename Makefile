@@ -38,7 +38,7 @@ bake: $(INSTALLED) ## bake a project: make bake BROKER=kafka|rabbitmq NAME=my_pr
 	$(VENV)/bin/cookiecutter --no-input --overwrite-if-exists . -o $(OUT) broker=$(BROKER) project_slug=$(NAME) project_name=$(NAME)
 	@echo "baked $(OUT)/$(NAME); next: cd $(OUT)/$(NAME) && make install local-up demo"
 
-bench: $(INSTALLED) ## bake BROKER's project, run it locally, run its fan-out benchmark: make bench BROKER=kafka|rabbitmq
+bench: $(INSTALLED) ## bake BROKER's project, run it locally, run its fan-out benchmark: make bench BROKER=kafka|rabbitmq|sqs
 	PY=$(PY) BROKER=$(BROKER) BENCH_ARGS="$(BENCH_ARGS)" bash scripts/bench.sh
 
 lint: $(INSTALLED) ## ruff over the template's own code and the generated project's Python, where it stands

@@ -32,8 +32,27 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
     }
 
 
+# Broker clients that eventkit requires itself, not through a faststream extra (SNS + SQS:
+# faststream has no broker for them), with the packages they run on, whose versions go beside.
+DIRECT_CLIENTS = {"aiobotocore": ("botocore",)}
+
+
+def requirement_name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9_.-]+", requirement)
+    return match.group(0).lower() if match else ""
+
+
+def installed(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def client_versions() -> dict[str, str]:
-    """FastStream and the broker client it runs on, as installed."""
+    """FastStream and the broker client it runs on, as installed: the client of the faststream
+    extra that eventkit requires, or the one eventkit requires itself (DIRECT_CLIENTS, whose
+    own base goes in its entry: `3.10.0 (botocore 1.43.117)`)."""
     versions = {"faststream": importlib.metadata.version("faststream")}
     # eventkit's distribution is named for the project (<project>-eventkit)
     requires = next(
@@ -49,12 +68,15 @@ def client_versions() -> dict[str, str]:
     }
     for requirement in importlib.metadata.requires("faststream") or []:
         match = re.match(r"([A-Za-z0-9_.-]+).*extra == ['\"](\w+)['\"]", requirement)
-        if match and match.group(2) in extras:
-            name = match.group(1)
-            try:
-                versions[name] = importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                continue
+        if match and match.group(2) in extras and (version := installed(match.group(1))):
+            versions[match.group(1)] = version
+    for requirement in requires:
+        name = requirement_name(requirement)
+        if name in DIRECT_CLIENTS and (version := installed(name)):
+            bases = ", ".join(
+                f"{base} {installed(base)}" for base in DIRECT_CLIENTS[name] if installed(base)
+            )
+            versions[name] = f"{version} ({bases})" if bases else version
     return versions
 
 
