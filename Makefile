@@ -34,7 +34,7 @@ demo: $(INSTALLED) ## bake the default project into build/demo, run it without D
 test: $(INSTALLED) ## the template's whole test suite: every option baked, linted and run
 	$(PY) -m pytest -n 3
 
-bake: $(INSTALLED) ## bake a project: make bake BROKER=kafka|rabbitmq NAME=my_project [OUT=build]
+bake: $(INSTALLED) ## bake a project: make bake BROKER=kafka|rabbitmq|sqs NAME=my_project [OUT=build]
 	$(VENV)/bin/cookiecutter --no-input --overwrite-if-exists . -o $(OUT) broker=$(BROKER) project_slug=$(NAME) project_name=$(NAME)
 	@echo "baked $(OUT)/$(NAME); next: cd $(OUT)/$(NAME) && make install local-up demo"
 

