@@ -72,9 +72,13 @@ def validate(schema: Path, document: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def stream_of(channel: dict[str, Any], service: str) -> str:
-    """The stream a channel carries: a Kafka topic, or a RabbitMQ exchange or service queue."""
-    amqp = channel.get("bindings", {}).get("amqp")
+def stream_of(name: str, channel: dict[str, Any], service: str) -> str:
+    """The stream a channel carries: a Kafka topic, a RabbitMQ exchange or service queue, or
+    (an SNS FIFO topic, whose address is the stream's FIFO name) the channel's name."""
+    bindings = channel.get("bindings", {})
+    if "sns" in bindings:
+        return name
+    amqp = bindings.get("amqp")
     if amqp is None:
         return str(channel["address"])
     if "exchange" in amqp:
@@ -89,7 +93,7 @@ def operations(document: dict[str, Any], action: str, service: str) -> dict[str,
         if operation["action"] == action:
             ref = operation["channel"]["$ref"].removeprefix("#/channels/")
             channel = document["channels"][ref]
-            found[stream_of(channel, service)] = channel
+            found[stream_of(ref, channel, service)] = channel
     return found
 
 

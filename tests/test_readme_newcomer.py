@@ -104,7 +104,11 @@ def test_a_second_subscriptions_in_a_service_stops_its_import_saying_why(
     assert f"{module} has its Subscriptions already (`subscriptions`)" in result.stderr
 
 
-LOCAL_BROKER_URLS = {"kafka": "localhost:9092", "rabbitmq": "amqp://guest:guest@localhost:5672/"}
+LOCAL_BROKER_URLS = {
+    "kafka": "localhost:9092",
+    "rabbitmq": "amqp://guest:guest@localhost:5672/",
+    "sqs": "http://localhost:4566",
+}
 
 
 def test_the_settings_table_gives_the_broker_url_of_this_bakes_broker_alone(
