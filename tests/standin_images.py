@@ -10,6 +10,7 @@ stand-in says what it cannot prove, so a test knows what a green run does not sh
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -59,6 +60,14 @@ KINDS: dict[str, StandIn] = {
         "loses them, and a consumer reading past the end of a partition is not told: no "
         "OFFSET_OUT_OF_RANGE), no idempotent producer (InitProducerId), one listener (the "
         "compose network's; the host port does not answer)",
+    ),
+    "motoserver/moto": StandIn(
+        "moto",
+        "moto_server of the lock's version on Debian's python3, not the official image's build; "
+        "as with the official image, SNS and SQS are moto's, not AWS's: topics, queues and "
+        "messages in memory (a restart of the container loses them all, where AWS keeps them), "
+        "deduplication only against messages still in a queue (AWS: a 5-minute window), no IAM "
+        "or queue policy enforced, no CloudWatch metrics (wip/sqs/FINDINGS.md)",
     ),
     "axllent/mailpit": StandIn(
         "mailpit",
@@ -187,6 +196,8 @@ def build(engine: Engine, image: str, kind: StandIn) -> None:
         args |= python_context(context, tag(image).split("-")[0])
     elif kind.kind == "kafka":
         tansu_into(context)
+    elif kind.kind == "moto":
+        args |= moto_into(context, tag(image))
     command = ["build", "--quiet", "--tag", image, "--label", f"standin.lacks={kind.lacks}"]
     for key, value in args.items():
         command += ["--build-arg", f"{key}={value}"]
@@ -280,6 +291,61 @@ def tansu_into(context: Path) -> None:
         target = context / "tansu"
         target.write_bytes(archive.read(member))
         target.chmod(0o755)
+
+
+def locked(lock: str) -> tuple[list[str], dict[str, set[str]]]:
+    """A hashed lock (uv pip compile --generate-hashes): its requirement lines (`name==version`
+    with any marker) and each package's sha256s (by normalised name)."""
+    lines, hashes = [], {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", lock):
+        if match := re.match(r"([A-Za-z0-9][\w.-]*)==[^\\\n]+", block):
+            lines.append(match.group(0).strip())
+            name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+            hashes.setdefault(name, set()).update(re.findall(r"--hash=sha256:(\w{64})", block))
+    return lines, hashes
+
+
+def moto_into(context: Path, version: str) -> dict[str, str]:
+    """The wheels of moto[server] at the version requirements-sqs.lock pins (the compose file's
+    tag must be that version), resolved with the lock's versions and checked against its
+    hashes, as the context's wheels/ folder."""
+    lock = (TEMPLATE / "{{cookiecutter.project_slug}}" / "requirements-sqs.lock").read_text()
+    lines, hashes = locked(lock)
+    if f"moto=={version}" not in lines:
+        pinned = [line for line in lines if line.startswith("moto==")]
+        raise EngineUnavailable(
+            f"motoserver/moto:{version}: requirements-sqs.lock pins {pinned}; the compose "
+            "file's tag should be that version"
+        )
+    constraints = context / "constraints.txt"
+    constraints.write_text("\n".join(lines) + "\n")
+    wheels = context / "wheels"
+    wheels.mkdir()
+    download = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--only-binary",
+        ":all:",
+        "--python-version",
+        "3.11",  # Debian bookworm's python3, which the stand-in runs on
+        "--constraint",
+        str(constraints),
+        f"moto[server]=={version}",
+        "--dest",
+        str(wheels),
+    ]
+    done = subprocess.run(download, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise EngineUnavailable(f"pip download of moto[server]=={version}: {done.stderr[-2000:]}")
+    constraints.unlink()
+    for wheel in wheels.iterdir():
+        name = re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower()
+        if hashlib.sha256(wheel.read_bytes()).hexdigest() not in hashes.get(name, set()):
+            raise EngineUnavailable(f"{wheel.name}: not in requirements-sqs.lock by its hash")
+    return {"VERSION": version}
 
 
 def images_of(project: Path, engine: Engine) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from compose_brokers import COMPOSE_BROKERS
 from conftest import (
     CONTAINER_PORT,
     SERVICES,
@@ -39,7 +40,7 @@ JAEGER_UI_PORT = 16686
 
 def observability_extras(broker: str) -> set[str]:
     """What profile observability adds besides Prometheus and Grafana, per broker."""
-    return {"kafka-exporter", "kafka-ui"} if broker == "kafka" else set()
+    return set(COMPOSE_BROKERS[broker].extras)
 
 
 def metric_names(project: Path) -> set[str]:
@@ -96,7 +97,7 @@ def test_compose_refuses_to_run_without_the_secrets_from_env(baked: Path) -> Non
 
 def test_compose_runs_only_the_chosen_broker(baked: Path) -> None:
     broker = broker_of(baked)
-    always = {broker, "postgres", "mailpit", "jaeger", *SERVICES}
+    always = {COMPOSE_BROKERS[broker].service, "postgres", "mailpit", "jaeger", *SERVICES}
     services = set(compose_config(baked, "observability")["services"])
     assert services == always | {"prometheus", "grafana"} | observability_extras(broker)
     default = compose(baked, "config", "--services")
@@ -112,7 +113,7 @@ def test_every_container_has_a_healthcheck_and_dependents_wait_for_health(baked:
         for dependency, condition in service.get("depends_on", {}).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
             assert condition["condition"] == "service_healthy", f"{name} -> {dependency}"
-    broker = broker_of(baked)
+    broker = COMPOSE_BROKERS[broker_of(baked)].service
     for name in SERVICES:
         # Jaeger too: `make e2e-compose` on a stopped stack starts what the services need.
         assert {broker, "postgres", "jaeger"} <= set(services[name]["depends_on"]), name
@@ -134,6 +135,26 @@ def test_rabbitmq_keeps_its_node_name_when_its_container_is_recreated(baked: Pat
     rabbitmq = compose_config(baked)["services"]["rabbitmq"]
     assert rabbitmq.get("hostname") == "rabbitmq"
     assert any(v["target"] == "/var/lib/rabbitmq" for v in rabbitmq["volumes"])
+
+
+def test_moto_is_the_locked_version_where_local_up_looks_for_it(baked: Path) -> None:
+    """The sqs bake's moto: the version requirements.lock pins (moto_server of make local-up),
+    its port 4566 published on the host's 127.0.0.1:4566 (eventkit's LOCAL_URL, where local-up
+    finds an endpoint that answers), healthy when its API answers. Other bakes have none."""
+    services = compose_config(baked, "observability", "test")["services"]
+    if broker_of(baked) != "sqs":
+        assert not any("moto" in json.dumps(service) for service in services.values())
+        return
+    moto = services["moto"]
+    lock = (baked / "requirements.lock").read_text()
+    version = re.search(r"^moto==(\S+)", lock, re.MULTILINE)
+    assert version and moto["image"] == f"motoserver/moto:{version.group(1)}"
+    assert moto["environment"]["MOTO_PORT"] == "4566"
+    assert published(moto, 4566) == "4566"
+    transport = (baked / "libs/eventkit/src/eventkit/transports/sqs.py").read_text()
+    assert 'LOCAL_URL = "http://localhost:4566"' in transport
+    assert "http://127.0.0.1:4566/" in " ".join(moto["healthcheck"]["test"])
+    assert "volumes" not in moto  # nothing to keep: moto holds everything in memory
 
 
 def test_compose_volumes_are_named_and_mounted_files_exist(baked: Path) -> None:
@@ -189,10 +210,8 @@ def test_service_environment_holds_only_settings_the_code_reads(baked: Path) -> 
         assert "PORT" not in environment and "HOST" not in environment, "the image sets them"
         assert environment["DATABASE_URL"].startswith("postgresql+asyncpg://")
         assert environment["DATABASE_URL"].endswith(f"@postgres:5432/{name}")
-        if broker_of(baked) == "kafka":
-            assert environment["BROKER_URL"] == "kafka:9092"
-        else:
-            assert re.fullmatch(r"amqp://[^:]+:[^@]+@rabbitmq:5672/", environment["BROKER_URL"])
+        broker_url = COMPOSE_BROKERS[broker_of(baked)].broker_url
+        assert re.fullmatch(broker_url, environment["BROKER_URL"]), environment["BROKER_URL"]
         assert environment["ADMIN_TOKEN"]
     assert services["notification"]["environment"]["SMTP_HOST"] == "mailpit"
     assert services["notification"]["environment"]["SMTP_PORT"] == "1025"
@@ -244,7 +263,8 @@ def test_compose_ports_and_health_paths_match_the_code(baked: Path) -> None:
     }
     assert scraped == {name: ("/metrics", [name], CONTAINER_PORT) for name in SERVICES}
     others = {job["job_name"] for job in prometheus["scrape_configs"]} - set(scraped)
-    assert others == {"broker"}  # the backlog metric: test_the_backlog_panel_...
+    backlog = COMPOSE_BROKERS[broker_of(baked)].backlog
+    assert others == ({"broker"} if backlog else set())  # test_the_backlog_panel_...
 
 
 def test_host_ports_move_with_their_setting_in_env(baked: Path, tmp_path: Path) -> None:
@@ -298,7 +318,9 @@ def dashboards(project: Path) -> dict[str, dict[str, Any]]:
 def test_grafana_dashboard_shows_metrics_that_exist(baked: Path) -> None:
     known = metric_names(baked)
     loaded = dashboards(baked)
-    assert set(loaded) == {"events.json", f"backlog_{broker_of(baked)}.json"}
+    broker = broker_of(baked)
+    backlog = {f"backlog_{broker}.json"} if COMPOSE_BROKERS[broker].backlog else set()
+    assert set(loaded) == {"events.json", *backlog}
     assert len({d["uid"] for d in loaded.values()}) == len(loaded)  # Grafana needs them unique
     panels = [panel for dashboard in loaded.values() for panel in dashboard["panels"]]
     expressions = [t["expr"] for panel in panels for t in panel.get("targets", [])]
@@ -349,10 +371,17 @@ def test_every_service_sends_its_spans_to_jaeger_whose_ui_is_published(baked: Pa
 def test_the_backlog_panel_reads_the_metric_that_prometheus_scrapes(baked: Path) -> None:
     broker = broker_of(baked)
     services = compose_config(baked, "observability")["services"]
-    prometheus = yaml.safe_load((baked / "infra/prometheus/prometheus.yml").read_text())
+    text = (baked / "infra/prometheus/prometheus.yml").read_text()
+    prometheus = yaml.safe_load(text)
+    if COMPOSE_BROKERS[broker].backlog is None:
+        # moto exports no metrics; on AWS the backlog is CloudWatch's, which the file says.
+        assert "broker" not in {job["job_name"] for job in prometheus["scrape_configs"]}
+        assert "CloudWatch" in text and f"backlog_{broker}.json" not in dashboards(baked)
+        return
     [job] = [job for job in prometheus["scrape_configs"] if job["job_name"] == "broker"]
     [target] = job["static_configs"][0]["targets"]
     host, port = target.split(":")
+    assert (host, port) == COMPOSE_BROKERS[broker].backlog
     dashboard = dashboards(baked)[f"backlog_{broker}.json"]  # the other broker's is not baked
     [panel] = [p for p in dashboard["panels"] if p["title"] == "Backlog per subscriber"]
     expressions = " ".join(t["expr"] for t in panel["targets"])
@@ -395,7 +424,8 @@ def test_the_readme_lists_every_ui_at_its_address(baked: Path) -> None:
     readme = (baked / "README.md").read_text() + (baked / "docs/broker.md").read_text()
     services = compose_config(baked, "observability")["services"]
     uis = {"jaeger": 16686, "grafana": 3000, "prometheus": 9090, "mailpit": 8025}
-    uis |= {"kafka-ui": 8080} if broker_of(baked) == "kafka" else {"rabbitmq": 15672}
+    broker_ui = COMPOSE_BROKERS[broker_of(baked)].ui
+    uis |= dict([broker_ui]) if broker_ui else {}
     for name, port in uis.items():
         assert published(services[name], port) == str(port), name
         assert f"http://localhost:{port}" in readme, name
@@ -415,7 +445,7 @@ def runners_config(project: Path) -> dict[str, Any]:
 def test_compose_test_profile_adds_only_the_runners(baked: Path) -> None:
     services = runners_config(baked)["services"]
     assert set(services) == {
-        broker_of(baked),
+        COMPOSE_BROKERS[broker_of(baked)].service,
         "postgres",
         "mailpit",
         "jaeger",

@@ -305,7 +305,7 @@ def test_compose_builds_each_image_from_its_dockerfile_stage(baked: Path) -> Non
 def test_images_are_named_for_the_project_and_kubernetes_runs_the_ones_compose_builds(
     baked: Path,
 ) -> None:
-    prefix = baked.name  # kafka_app, rabbitmq_app
+    prefix = baked.name  # kafka_app, rabbitmq_app, sqs_app
     names = image_names(baked)
     for where, name in names.items():
         assert IMAGE_NAME.fullmatch(name), f"{where}: {name!r} is not a Docker image name"
