@@ -27,6 +27,8 @@ PER_BROKER = [
     "libs/eventkit/tests/fixtures_{broker}.py",
     "tools/src/dev_tools/local_broker_{broker}.py",
     "tools/src/dev_tools/bench/ceiling_{broker}.py",
+    "tools/src/dev_tools/deploy_files_{broker}.py",  # SNS + SQS only: its IAM roles on AWS
+    "tools/tests/test_deploy_files_{broker}.py",
     "infra/grafana/dashboards/backlog_{broker}.json",
     "tests/faults/test_broker_restart_{broker}.py",  # RabbitMQ only: tansu keeps topics in memory
     "tests/simulation/broker_{broker}.py",  # the simulated broker's model of it

@@ -17,11 +17,16 @@ writes it:
 
   (`--` instead of `#` in SQL). Edit outside the markers, never inside.
 - in a wholly generated file: `infra/k8s/base/<service>/kustomization.yaml`, the one shape
-  of a service (`infra/k8s/service`) under the service's name, image and database (and, on
-  SNS + SQS, its ServiceAccount's IAM role); and, on SNS + SQS only,
-  `infra/k8s/iam/<service>.json`, the least-privilege IAM policy of the service's role: the
-  topics it publishes and reads, its own queues, and the queues its topics' readers need
-  before they first start (see `iam_policy`).
+  of a service (`infra/k8s/service`) under the service's name, image and database, with
+  whatever patches the broker's own module adds; and any file that module writes.
+
+A broker's own deployment files: `dev_tools/deploy_files_<broker>.py`, if the project's
+broker has one (see `broker_module`), provides
+
+- `k8s_patches(project, spec) -> list[str]`: lines added to the `patches:` of service
+  `spec`'s kustomization.yaml, after the shared ones and before the service's own files;
+- `files(root, project) -> dict[Path, str | None]`: more wholly generated files, path ->
+  text (None: a file of a service gone from the roster, to be removed).
 
 A setting of one service that the roster does not give stays hand-written, beside the
 generated part, and this script picks it up:
@@ -41,7 +46,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import json
+import importlib.util
 import re
 import sys
 import tomllib
@@ -52,7 +57,7 @@ from types import ModuleType
 
 from contracts import ROSTER
 from dev_tools import ROOT
-from eventkit.roster import Roster, ServiceSpec, dead_letter_stream, stream_subscription
+from eventkit.roster import Roster, ServiceSpec
 from eventkit.settings import shipped_broker
 
 CONTAINER_PORT = 8000  # the Dockerfile's PORT: where every service listens in its container
@@ -61,12 +66,8 @@ END = "END generated: "
 # The first line of a wholly generated file.
 GENERATED = "# Generated from the roster by make deploy-files: do not edit; see the notes below."
 K8S_BASE = Path("infra/k8s/base")
-K8S_IAM = Path("infra/k8s/iam")  # SNS + SQS: each service's IAM policy, wholly generated
-# SNS + SQS: what each ServiceAccount's role ARN holds until Kustomize puts in the account of
-# infra/k8s/base/configmap.yaml's aws-account (its kustomization.yaml's replacements).
-AWS_ACCOUNT_PLACEHOLDER = "AWS_ACCOUNT_ID"
-# In the IAM policies: the region and account, for `envsubst` (or your tool) to fill in.
-ARN_REGION, ARN_ACCOUNT = "${AWS_REGION}", "${AWS_ACCOUNT_ID}"
+# The module of a broker's own deployment files, if its broker has one (see above).
+BROKER_MODULE = "dev_tools.deploy_files_{broker}"
 # The hand-written settings a compose service may add to its generated block.
 COMPOSE_EXTRAS = ("environment", "depends_on")
 DATABASE_URL = (
@@ -85,10 +86,6 @@ class Project:
 
     def image(self, name: str) -> str:
         return f"{self.images}/{name}"
-
-    def role(self, name: str) -> str:
-        """SNS + SQS: the name of service `name`'s IAM role, `<images>-<name>`."""
-        return f"{self.images}-{name}"
 
 
 def image_prefix(project_name: str) -> str:
@@ -316,37 +313,10 @@ def k8s_service(project: Project, spec: ServiceSpec, patches: list[str]) -> str:
         "                      secretKeyRef:",
         "                        name: app-secrets",
         f"                        key: {database_secret(spec)}",
-        *(service_account(project, spec) if project.broker == "sqs" else []),
+        *broker_patches(project, spec),
         *(f"  - path: {patch}" for patch in patches),
     ]
     return "\n".join(lines) + "\n"
-
-
-def service_account(project: Project, spec: ServiceSpec) -> list[str]:
-    """SNS + SQS: the patches that give the service's pods its ServiceAccount, named with the
-    IAM role it acts as (the account is filled in by infra/k8s/base's replacements)."""
-    name = spec.name
-    arn = f"arn:aws:iam::{AWS_ACCOUNT_PLACEHOLDER}:role/{project.role(name)}"
-    return [
-        f"  # Its ServiceAccount and IAM role (IRSA), policy ../../iam/{name}.json; the role's",
-        "  # account is aws-account's of ../configmap.yaml.",
-        "  - patch: |-",
-        "      apiVersion: v1",
-        "      kind: ServiceAccount",
-        "      metadata:",
-        f"        name: {name}",
-        "        annotations:",
-        f"          eks.amazonaws.com/role-arn: {arn}",
-        "  - patch: |-",
-        "      apiVersion: apps/v1",
-        "      kind: Deployment",
-        "      metadata:",
-        f"        name: {name}",
-        "      spec:",
-        "        template:",
-        "          spec:",
-        f"            serviceAccountName: {name}",
-    ]
 
 
 def k8s_services(root: Path, project: Project) -> dict[Path, str | None]:
@@ -363,120 +333,26 @@ def k8s_services(root: Path, project: Project) -> dict[Path, str | None]:
     return files
 
 
-# --- SNS + SQS: the IAM policies ----------------------------------------------------------------
-
-# The IAM actions of the SNS and SQS calls eventkit/transports/sqs.py makes. A batch call is
-# allowed by its single action (PublishBatch by sns:Publish, DeleteMessageBatch by
-# sqs:DeleteMessage, ChangeMessageVisibilityBatch by sqs:ChangeMessageVisibility).
-DECLARE_TOPIC = ["sns:CreateTopic"]  # start(): every topic it publishes or reads
-PUBLISH = ["sns:Publish"]  # publish, publish_batch: its own topics
-SUBSCRIBE = ["sns:ListSubscriptionsByTopic", "sns:Subscribe"]  # a queue onto a topic
-RESUBSCRIBE = ["sns:SetSubscriptionAttributes"]  # its own subscriptions, at each restart
-# A queue, created if missing (get_queue_url, create_queue), its ARN (get_queue_attributes)
-# and its settings: redrive, visibility, retention, the policy letting the topic send.
-DECLARE_QUEUE = [
-    "sqs:CreateQueue",
-    "sqs:GetQueueAttributes",
-    "sqs:GetQueueUrl",
-    "sqs:SetQueueAttributes",
-]
-# Its own queues: polled, kept invisible or handed back, deleted once handled.
-CONSUME = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"]
-SEND = ["sqs:SendMessage"]  # its retry queue (publish_retry) and dead letters
+# --- a broker's own deployment files ---------------------------------------------------------
 
 
-def sqs_names() -> ModuleType:
-    """eventkit.transports.sqs, where the one naming rule of topics and queues lives (only
-    an SNS + SQS project ships it)."""
-    return importlib.import_module("eventkit.transports.sqs")
-
-
-def topic_arn(name: str) -> str:
-    return f"arn:aws:sns:{ARN_REGION}:{ARN_ACCOUNT}:{sqs_names().sqs_name(name)}"
-
-
-def queue_arn(name: str) -> str:
-    return f"arn:aws:sqs:{ARN_REGION}:{ARN_ACCOUNT}:{name}"
-
-
-def statement(sid: str, actions: list[str], resources: list[str]) -> dict[str, object]:
-    return {
-        "Sid": sid,
-        "Effect": "Allow",
-        "Action": sorted(actions),
-        "Resource": resources,
-    }
-
-
-def iam_policy(roster: Roster, spec: ServiceSpec) -> dict[str, object]:
-    """The IAM policy of service `spec`'s role: what its SqsTransport calls at start and
-    after, on its own topics and queues and nothing else.
-
-    - CreateTopic on every topic it publishes or reads, Publish on its own;
-    - its queues (one per stream it reads, its retry queue, its dead letters) declared,
-      received, deleted, kept invisible; SendMessage on the retry and dead-letter queues;
-    - Subscribe (and ListSubscriptionsByTopic, to find its subscription) on the topics it
-      reads, SetSubscriptionAttributes on its subscriptions to them;
-    - as a publisher, the queues of its topics' readers declared (not read) and subscribed,
-      so that what it publishes before a reader first starts is kept (declare_publisher).
-    """
-    sqs = sqs_names()
-    name = spec.name
-    reads = list(spec.subscribes)
-    own_queues = [sqs.sqs_name(stream_subscription(name, stream)) for stream in reads]
-    if reads:
-        own_queues.append(sqs.retry_queue_name(name))
-    dead_letters = sqs.sqs_name(dead_letter_stream(name))
-    readers = [
-        sqs.sqs_name(stream_subscription(reader.name, stream))
-        for stream in spec.publishes
-        for reader in roster.subscribers(stream)
-        if reader.name != name
-    ]
-    subscribed = [*reads, *(s for s in spec.publishes if roster.subscribers(s) and s not in reads)]
-    topics = list(dict.fromkeys([*spec.publishes, *reads]))
-    statements = [statement("Topics", DECLARE_TOPIC, [topic_arn(s) for s in topics])]
-    if spec.publishes:
-        statements.append(statement("Publish", PUBLISH, [topic_arn(s) for s in spec.publishes]))
-    if subscribed:
-        statements.append(statement("Subscribe", SUBSCRIBE, [topic_arn(s) for s in subscribed]))
-    if reads:
-        # A subscription's ARN is its topic's and an id SNS makes up: the one wildcard.
-        resources = [arn for s in reads for arn in (topic_arn(s), f"{topic_arn(s)}:*")]
-        statements.append(statement("OwnSubscriptions", RESUBSCRIBE, resources))
-    statements += [
-        statement(
-            "OwnQueues",
-            DECLARE_QUEUE + CONSUME,
-            [queue_arn(q) for q in [*own_queues, dead_letters]],
-        ),
-        statement(
-            "SendToOwnQueues",
-            SEND,
-            [queue_arn(q) for q in [*own_queues[len(reads) :], dead_letters]],
-        ),
-    ]
-    if readers:
-        statements.append(
-            statement("ReadersQueues", DECLARE_QUEUE, [queue_arn(q) for q in readers])
-        )
-    return {"Version": "2012-10-17", "Statement": statements}
-
-
-def k8s_iam_policies(root: Path, project: Project) -> dict[Path, str | None]:
-    """SNS + SQS: infra/k8s/iam/<service>.json for each service, and None for the policy of
-    a service gone from the roster (every .json file there is generated). Other brokers:
+def broker_module(broker: str) -> ModuleType | None:
+    """dev_tools.deploy_files_<broker>, the broker's own deployment files; None if it has
     none."""
-    if project.broker != "sqs":
-        return {}
-    folder = root / K8S_IAM
-    files: dict[Path, str | None] = {
-        folder / f"{spec.name}.json": json.dumps(iam_policy(project.roster, spec), indent=2) + "\n"
-        for spec in project.roster.services
-    }
-    for stale in folder.glob("*.json"):
-        files.setdefault(stale, None)
-    return files
+    name = BROKER_MODULE.format(broker=broker)
+    return importlib.import_module(name) if importlib.util.find_spec(name) else None
+
+
+def broker_patches(project: Project, spec: ServiceSpec) -> list[str]:
+    """The lines the broker's own module adds to the patches of service `spec`."""
+    module = broker_module(project.broker)
+    return list(module.k8s_patches(project, spec)) if module else []
+
+
+def broker_files(root: Path, project: Project) -> dict[Path, str | None]:
+    """The files the broker's own module writes (None: should not exist)."""
+    module = broker_module(project.broker)
+    return dict(module.files(root, project)) if module else {}
 
 
 # --- reading and writing ----------------------------------------------------------------------
@@ -521,7 +397,7 @@ def expected_files(root: Path, project: Project) -> dict[Path, str | None]:
             raise RegionError(f"{path}: missing (it holds the regions {', '.join(regions)})")
         files[file] = fill_regions(path, file.read_text(), regions, project)
     files |= k8s_services(root, project)
-    files |= k8s_iam_policies(root, project)
+    files |= broker_files(root, project)
     return files
 
 
