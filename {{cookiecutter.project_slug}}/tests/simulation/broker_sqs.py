@@ -61,7 +61,7 @@ IN_FLIGHT = math.inf  # hidden while its batch's handler runs (the adapter renew
 
 def retry_group(stream: str, key: str, delay: float) -> str:
     """A retry's MessageGroupId, as the adapter's `publish_retry` sets it: one group per
-    stream, key and delay (as Kafka has a retry topic per delay)."""
+    stream, key and delay."""
     return group_id(f"{stream}/{key}/{delay:g}")
 
 

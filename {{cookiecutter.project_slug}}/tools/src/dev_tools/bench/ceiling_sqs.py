@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from eventkit.settings import ServiceSettings
 
 CLIENT = "aiobotocore"
+RUNS_ON = ("botocore",)  # its version goes beside the client's in the report
 
 
 @contextlib.asynccontextmanager

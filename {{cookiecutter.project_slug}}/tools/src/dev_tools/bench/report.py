@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
-import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -32,52 +31,21 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
     }
 
 
-# Broker clients that eventkit requires itself, not through a faststream extra (SNS + SQS:
-# faststream has no broker for them), with the packages they run on, whose versions go beside.
-DIRECT_CLIENTS = {"aiobotocore": ("botocore",)}
-
-
-def requirement_name(requirement: str) -> str:
-    match = re.match(r"[A-Za-z0-9_.-]+", requirement)
-    return match.group(0).lower() if match else ""
-
-
-def installed(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def client_versions() -> dict[str, str]:
-    """FastStream and the broker client it runs on, as installed: the client of the faststream
-    extra that eventkit requires, or the one eventkit requires itself (DIRECT_CLIENTS, whose
-    own base goes in its entry: `3.10.0 (botocore 1.43.117)`)."""
-    versions = {"faststream": importlib.metadata.version("faststream")}
-    # eventkit's distribution is named for the project (<project>-eventkit)
-    requires = next(
-        dist.requires or []
-        for dist in importlib.metadata.distributions()
-        if dist.metadata["Name"].endswith("-eventkit")
-    )
-    extras = {
-        extra
-        for requirement in requires
-        if requirement.startswith("faststream[")
-        for extra in requirement.split("[", 1)[1].split("]", 1)[0].split(",")
+    """FastStream and the broker's client, as installed: the client the ceiling phase
+    measures (`CLIENT` of ceiling_<broker>.py, the one the adapter runs on), with the
+    packages it runs on (its `RUNS_ON`) beside its version: `3.10.0 (botocore 1.43.117)`."""
+    from dev_tools.bench.ceiling import broker_module
+
+    broker = importlib.import_module(broker_module())
+    client: str = broker.CLIENT
+    version = importlib.metadata.version(client)
+    runs_on: tuple[str, ...] = getattr(broker, "RUNS_ON", ())
+    bases = [f"{base} {importlib.metadata.version(base)}" for base in runs_on]
+    return {
+        "faststream": importlib.metadata.version("faststream"),
+        client: f"{version} ({', '.join(bases)})" if bases else version,
     }
-    for requirement in importlib.metadata.requires("faststream") or []:
-        match = re.match(r"([A-Za-z0-9_.-]+).*extra == ['\"](\w+)['\"]", requirement)
-        if match and match.group(2) in extras and (version := installed(match.group(1))):
-            versions[match.group(1)] = version
-    for requirement in requires:
-        name = requirement_name(requirement)
-        if name in DIRECT_CLIENTS and (version := installed(name)):
-            bases = ", ".join(
-                f"{base} {installed(base)}" for base in DIRECT_CLIENTS[name] if installed(base)
-            )
-            versions[name] = f"{version} ({bases})" if bases else version
-    return versions
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

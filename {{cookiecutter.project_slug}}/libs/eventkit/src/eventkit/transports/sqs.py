@@ -2,7 +2,7 @@
 
 Topology (all FIFO, all declared by `start()`, idempotently):
 
-* a stream is an SNS FIFO topic `sqs_name(stream)` (`user.events` -> `user-events.fifo`);
+* a stream is an SNS FIFO topic `sqs_name(stream)` (`orders.events` -> `orders-events.fifo`);
   a message's MessageGroupId is its key (aggregate id), its MessageDeduplicationId the
   event id, and its event type travels as the `event-type` message attribute;
 * each consuming service has one SQS FIFO queue per stream it reads,
@@ -124,8 +124,8 @@ def sqs_name(name: str) -> str:
 
     The one naming rule: FIFO names end in `.fifo`, and SNS and SQS allow only
     alphanumerics, hyphens and underscores before it, so every other character becomes a
-    hyphen (`user.events` -> `user-events.fifo`, `dlq.billing` -> `dlq-billing.fifo`).
-    `user.events` and `user-events` therefore share a topic: a roster must not hold both.
+    hyphen (`orders.events` -> `orders-events.fifo`, `dlq.shipping` -> `dlq-shipping.fifo`).
+    `orders.events` and `orders-events` therefore share a topic: a roster must not hold both.
     A name past SQS's 80 characters is cut and ends in a hash of the whole.
     """
     base = re.sub(r"[^A-Za-z0-9_-]", "-", name)
@@ -300,7 +300,7 @@ BROKER_SETTINGS = SqsSettings  # this adapter's settings, under the name every a
 
 @dataclass
 class SqsConfig(DeliveryConfig):
-    """`SqsConfig(service="billing", endpoint_url="http://127.0.0.1:4566")`.
+    """`SqsConfig(service="shipping", endpoint_url="http://127.0.0.1:4566")`.
 
     Credentials come from the standard AWS chain (environment, profile, instance role).
     """
