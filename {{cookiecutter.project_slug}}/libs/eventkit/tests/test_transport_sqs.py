@@ -479,6 +479,37 @@ async def test_a_retry_held_for_long_keeps_no_shorter_retry_of_its_key_waiting(
     assert [body for body, _ in got] == [replayed]
 
 
+async def test_a_delete_sqs_does_not_answer_leaves_the_consumer_polling(
+    make: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQS unreachable for the delete after a batch: the poller went on to the next batch
+    (before, the failed delete ended the queue's poller until the process restarted)."""
+    name = names()
+    stream = name("settle.events")
+    consumer = make(name("mine"))
+    got, handler = recorder()
+    consumer.subscribe(stream, handler)
+    consumer.declare_publisher(stream)
+    await consumer.start()
+    delete = consumer._delete
+    failed: list[int] = []
+
+    async def delete_fails_once(url: str, messages: Sequence[Any]) -> None:
+        if not failed:
+            failed.append(len(messages))
+            raise ConnectionError("SQS does not answer")
+        await delete(url, messages)
+
+    monkeypatch.setattr(consumer, "_delete", delete_fails_once)
+    first, second = event("a", 1), event("b", 1)
+    await consumer.publish(Outgoing(stream=stream, body=first, key="a", event_type="T"))
+    await async_wait_until(lambda: holds(bool(failed)), timeout=15, what="the failed delete")
+    await consumer.publish(Outgoing(stream=stream, body=second, key="b", event_type="T"))
+    await async_wait_until(
+        lambda: holds(second in [body for body, _ in got]), timeout=15, what="the next batch"
+    )
+
+
 async def test_a_batch_of_25_with_one_too_large_fails_only_that_one(make: Factory) -> None:
     name = names()
     stream = name("bulk.events")

@@ -950,6 +950,7 @@ class SqsTransport:
                 continue
             if not messages:
                 continue
+            back: list[MessageTypeDef] = []
             try:
                 done = await deliver(url, messages)
             except asyncio.CancelledError:  # stopping: hand the batch back at once
@@ -960,9 +961,17 @@ class SqsTransport:
                 log.warning(
                     "a batch of %d from %s failed: handed back", len(messages), url, exc_info=True
                 )
-                await self._hand_back(url, messages)
-                continue
-            await self._delete(url, done)
+                done, back = [], messages
+            try:
+                if back:
+                    await self._hand_back(url, back)
+                await self._delete(url, done)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # SQS did not answer: what is not deleted comes back once its visibility
+                # timeout runs out (the inbox drops what was applied), and polling goes on.
+                log.exception("settling a batch from %s failed; it comes back later", url)
 
     def _stream_batch(
         self, handler: BatchHandler
@@ -1132,8 +1141,8 @@ class SqsTransport:
         return True
 
     def asyncapi(self, title: str) -> dict[str, Any]:
-        """An AsyncAPI 3 document: a channel per SNS topic, with the service's SQS queue
-        bindings on what it reads."""
+        """An AsyncAPI 3 document: a channel per SNS topic (SNS binding 0.1.0), with the
+        service's SQS queue (SQS binding 0.2.0) on what it reads."""
         channels: dict[str, Any] = {}
         operations: dict[str, Any] = {}
         for stream in sorted({*self._publications, *self._subscriptions}):
@@ -1141,7 +1150,7 @@ class SqsTransport:
             channel: dict[str, Any] = {
                 "address": topic,
                 "bindings": {
-                    "sns": {"name": topic, "ordering": {"type": "FIFO"}, "bindingVersion": "1.0.0"}
+                    "sns": {"name": topic, "ordering": {"type": "FIFO"}, "bindingVersion": "0.1.0"}
                 },
             }
             publication = self._publications.get(stream)
@@ -1176,7 +1185,8 @@ class SqsTransport:
                                     },
                                     **(
                                         {
-                                            "filterPolicy": {
+                                            # the SQS binding has no field for it
+                                            "x-filterPolicy": {
                                                 EVENT_TYPE_ATTRIBUTE: list(subscription.types)
                                             }
                                         }
@@ -1185,7 +1195,7 @@ class SqsTransport:
                                     ),
                                 }
                             ],
-                            "bindingVersion": "0.3.0",
+                            "bindingVersion": "0.2.0",
                         }
                     },
                 }
