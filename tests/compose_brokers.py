@@ -38,13 +38,13 @@ COMPOSE_BROKERS = {
         in_memory=False,
     ),
     # moto (motoserver/moto) stands for SNS + SQS: no metrics (a queue's depth is CloudWatch's
-    # on AWS), no UI that the docs list, everything in memory.
+    # on AWS), everything in memory; docs/broker.md lists its endpoint, published on 4566.
     "sqs": ComposeBroker(
         service="moto",
         image="motoserver/moto",
         broker_url="http://moto:4566",
         extras=frozenset(),
-        ui=None,
+        ui=("moto", 4566),
         backlog=None,
         in_memory=True,
     ),

@@ -177,11 +177,9 @@ class ComposeRun:
     def broker_in_memory(self) -> str | None:
         """Why a restart of the broker's container loses its topics and queues, if it does:
         the broker itself (moto, whatever its image) or the stand-in (tansu for Kafka)."""
-        lacks = self.lacks(self.broker_image())
         if COMPOSE_BROKERS[self.broker].in_memory:
-            return f"{self.broker_image()} keeps everything in memory" + (
-                f"; {lacks}" if lacks else ""
-            )
+            return f"{self.broker_image()}, official or stand-in, keeps everything in memory"
+        lacks = self.lacks(self.broker_image())
         return lacks if lacks and "memory" in lacks else None
 
 
