@@ -67,7 +67,7 @@ KINDS: dict[str, StandIn] = {
         "as with the official image, SNS and SQS are moto's, not AWS's: topics, queues and "
         "messages in memory (a restart of the container loses them all, where AWS keeps them), "
         "deduplication only against messages still in a queue (AWS: a 5-minute window), no IAM "
-        "or queue policy enforced, no CloudWatch metrics (wip/sqs/FINDINGS.md)",
+        "or queue policy enforced, no CloudWatch metrics (tests/standins/moto/FINDINGS.md)",
     ),
     "axllent/mailpit": StandIn(
         "mailpit",
