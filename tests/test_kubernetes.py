@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -355,13 +356,13 @@ def test_on_aws_each_service_runs_as_its_own_iam_role(baked: Path) -> None:
 
 
 def test_each_iam_policy_allows_what_the_adapter_calls_on_its_own_resources_only(
-    baked: Path,
+    project_for: Callable[[str, bool], Path],
 ) -> None:
-    """infra/k8s/iam/<service>.json: valid JSON, one per service of the roster, allowing each
-    SNS and SQS call of the adapter on the resources of that service it needs it on, and
-    nothing else (no other action, no other service's topic or queue, no bare wildcard)."""
-    if broker_of(baked) != "sqs":
-        pytest.skip("IAM policies are SNS + SQS's")
+    """infra/k8s/iam/<service>.json of an SNS + SQS project (the others have none): valid
+    JSON, one per service of the roster, allowing each SNS and SQS call of the adapter on the
+    resources of that service it needs it on, and nothing else (no other action, no other
+    service's topic or queue, no bare wildcard)."""
+    baked = project_for("sqs", False)
     calls = adapter_calls(baked)
     unknown = calls - set(ADAPTER_CALLS)
     assert not unknown, f"the adapter calls {sorted(unknown)}: allow it in the policies, and here"

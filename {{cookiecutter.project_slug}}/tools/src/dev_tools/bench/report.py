@@ -34,7 +34,7 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
 def client_versions() -> dict[str, str]:
     """FastStream and the broker's client, as installed: the client the ceiling phase
     measures (`CLIENT` of ceiling_<broker>.py, the one the adapter runs on), with the
-    packages it runs on (its `RUNS_ON`) beside its version: `3.10.0 (botocore 1.43.117)`."""
+    packages it runs on (its `RUNS_ON`) beside its version: `3.10.0 (its base 1.43.117)`."""
     from dev_tools.bench.ceiling import broker_module
 
     broker = importlib.import_module(broker_module())

@@ -116,7 +116,7 @@ NAME_LIMIT = 80  # SQS queue names (SNS topics allow 256); both with the .fifo s
 ATTRIBUTE_NAME = re.compile(r"^(?!aws\.|amazon\.)[A-Za-z0-9_\-.]{1,256}$", re.IGNORECASE)
 # What SNS and SQS accept in a text body (XML 1.0's characters)
 TEXT_BODY = re.compile(r"^[\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*$")
-GROUP_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # alphanumerics and punctuation
+MESSAGE_GROUP_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # alphanumerics and punctuation
 
 
 def sqs_name(name: str) -> str:
@@ -145,7 +145,7 @@ def group_id(key: str) -> str:
     """The MessageGroupId of `key`: the key itself when SQS allows it, else its hash."""
     if not key:
         return NO_KEY_GROUP
-    if GROUP_ID.match(key):
+    if MESSAGE_GROUP_ID.match(key):
         return key
     return "sha256-" + hashlib.sha256(key.encode()).hexdigest()[:64]
 
@@ -157,7 +157,7 @@ def event_id(body: bytes) -> str:
         found = json.loads(body).get("id")
     except (ValueError, AttributeError):
         found = None
-    if isinstance(found, str) and GROUP_ID.match(found):
+    if isinstance(found, str) and MESSAGE_GROUP_ID.match(found):
         return found
     return hashlib.sha256(body).hexdigest()
 
