@@ -5,6 +5,7 @@
 # pyproject.toml files as baked, keeping the pins that still fit (UPGRADE=1: the newest).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
+PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # absolute: used inside each bake
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 for broker in kafka rabbitmq sqs; do
