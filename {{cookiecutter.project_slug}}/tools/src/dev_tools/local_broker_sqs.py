@@ -31,7 +31,8 @@ def programs(var: Path) -> list[tuple[str, str, dict[str, str]]]:
     url = urlsplit(os.environ.get("BROKER_URL") or DEFAULT_URL)
     if url.scheme not in ("http", "https"):
         sys.exit(f"local-up: BROKER_URL={url.geturl()} is not an http endpoint of SNS and SQS")
-    host, port = url.hostname or "localhost", url.port or 80
+    host = url.hostname or "localhost"
+    port = url.port or (443 if url.scheme == "https" else 80)
     try:
         socket.create_connection((host, port), timeout=2).close()
         return []  # an endpoint already answers (LocalStack, compose's moto): use it
