@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import platform
+import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -15,14 +16,15 @@ from typing import Any
 import httpx
 
 from dev_tools import ROOT
-from dev_tools.bench import cpu
+from dev_tools.bench import baseline, cpu
 from dev_tools.bench.ceiling import ceiling
 from dev_tools.bench.pipeline import pipeline
 from dev_tools.bench.report import client_versions, plot, print_table
-from dev_tools.bench.saturation import saturation
+from dev_tools.bench.saturation import LAG_FROM, saturation
 from dev_tools.bench.stack import broker_kind, not_ready
 
 REPORTS = ROOT / "reports"
+BASELINE = REPORTS / "bench-baseline.json"
 PHASES = ("ceiling", "pipeline", "saturation")
 
 
@@ -62,6 +64,7 @@ async def main_async(args: argparse.Namespace) -> int:
             "follow": args.follow,
             "in_flight": args.in_flight,
             "poll_ms": args.poll_ms,
+            "lag_from": args.lag_from,
             "timeout": args.timeout,
             "phases": args.phases,
         },
@@ -85,6 +88,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 args.step_seconds,
                 follow=args.follow,
                 poll=args.poll_ms / 1000,
+                lag_from=args.lag_from,
                 timeout=args.timeout,
                 programs=programs,
                 idle=report.get("idle_cpu_ms_per_second", {}),
@@ -104,6 +108,7 @@ async def main_async(args: argparse.Namespace) -> int:
         report["pipeline_to_ceiling"] = round(
             report["pipeline"]["events_per_second"] / report["ceiling"]["events_per_second"], 4
         )
+    report["baseline"] = baseline.comparison(report, baseline.load(BASELINE))
     REPORTS.mkdir(exist_ok=True)
     written = [REPORTS / "bench.json"]
     written[0].write_text(json.dumps(report, indent=2) + "\n")
@@ -112,7 +117,16 @@ async def main_async(args: argparse.Namespace) -> int:
         plot(report, REPORTS / "bench.png")
         written.append(REPORTS / "bench.png")
     print_table(report)
-    print(f"\nwrote {' and '.join(str(path.relative_to(ROOT)) for path in written)}")
+    baseline.print_comparison(report, str(BASELINE.relative_to(ROOT)))
+    if args.accept:
+        if errors:
+            print(f"\nnot accepted as the baseline: {', '.join(errors)} failed", file=sys.stderr)
+        else:
+            accepted = baseline.accepted(report, args.command)
+            BASELINE.write_text(json.dumps(accepted, indent=2) + "\n")
+            written.append(BASELINE)
+            print(f"\nthis run is the baseline now ({len(accepted['figures'])} figures)")
+    print(f"\nwrote {', '.join(str(path.relative_to(ROOT)) for path in written)}")
     return 1 if errors or failed_below_saturation(report) else 0
 
 
@@ -123,6 +137,13 @@ def failed_below_saturation(report: dict[str, Any]) -> bool:
     return any(
         step["failures"] or step["fanout_timeouts"] for step in steps if not step["fell_behind"]
     )
+
+
+def command_line(argv: list[str]) -> str:
+    """The make command that runs the benchmark as `argv` does, less --accept: what a
+    baseline records it was measured with."""
+    rest = [arg for arg in argv if arg != "--accept"]
+    return "make bench" + (f" BENCH_ARGS={shlex.quote(shlex.join(rest))}" if rest else "")
 
 
 def main(argv: list[str]) -> int:
@@ -141,9 +162,22 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--step-seconds", type=float, default=10, help="how long each step offers")
     parser.add_argument(
-        "--follow", type=float, default=10, help="sign-ups a second whose fan-out lag is followed"
+        "--lag-from",
+        choices=LAG_FROM,
+        default=LAG_FROM[0],
+        help="how the saturation steps measure the fan-out lag: from the services' inboxes "
+        "after each step (inbox, the default: nothing polls during a step), or by polling the "
+        "read models during it (polling: what a client sees, at a cost to the services' CPU)",
     )
-    parser.add_argument("--poll-ms", type=float, default=10, help="read-model polling interval")
+    parser.add_argument(
+        "--follow",
+        type=float,
+        default=10,
+        help="--lag-from polling: sign-ups a second whose fan-out lag is followed",
+    )
+    parser.add_argument(
+        "--poll-ms", type=float, default=10, help="--lag-from polling: read-model polling interval"
+    )
     parser.add_argument("--in-flight", type=int, default=100, help="publishes awaiting the broker")
     parser.add_argument(
         "--timeout",
@@ -158,4 +192,12 @@ def main(argv: list[str]) -> int:
         default=list(PHASES),
         help=f"run only some, comma-separated (default: {','.join(PHASES)})",
     )
-    return asyncio.run(main_async(parser.parse_args(argv)))
+    parser.add_argument(
+        "--accept",
+        action="store_true",
+        help=f"make this run's figures the baseline ({BASELINE.relative_to(ROOT)}) that later "
+        "runs are compared with (make bench-accept)",
+    )
+    args = parser.parse_args(argv)
+    args.command = command_line(argv)
+    return asyncio.run(main_async(args))

@@ -1,6 +1,15 @@
 """One step of the saturation phase: sign-ups at a fixed rate, their latency and fan-out lag.
 
-The fan-out lag of a sign-up runs from its `201` until it is in every read model. Where
+The load is lean: the requests are encoded before the step, whole, and go out on
+keep-alive connections of a plain HTTP/1.1 client (http1.py); an answer is read as far as
+its status, and parsed only when its sign-up is followed.
+
+By default (`--lag-from inbox`) nothing else happens during the step: the lag is read
+afterwards from what the services recorded (inbox.py). With `--lag-from polling` the step
+follows sign-ups by asking the read models while it runs, as below; that costs the
+services CPU, which is in the step's figures, but shows the lag as a client sees it.
+
+The polled fan-out lag of a sign-up runs from its `201` until it is in every read model. Where
 stack.VIEWS knows how to ask a read model about one user (billing's account, notification's
 sent mail), that answer is polled every `poll`, or every tenth of its age once that is
 longer (at most every MAX_POLL), so the error stays within 10% and the polling does not swamp
@@ -20,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,6 +37,7 @@ from typing import Any
 
 import httpx
 
+from dev_tools.bench.http1 import HttpError, Pool
 from dev_tools.bench.report import summary_ms
 from dev_tools.bench.stack import PRODUCER, READERS, VIEWS, consumed, published, shows, url
 
@@ -144,68 +155,82 @@ class FanoutWatch:
                 watch.waiting -= 1
 
 
+def encoded_bodies(run: str, total: int) -> list[bytes]:
+    """The `POST /users` bodies of a step, ready to send: nothing to encode meanwhile."""
+    return [
+        json.dumps(
+            {"name": f"Bench {n}", "email": f"fanout-{run}-{n}@example.com"},
+            separators=(",", ":"),
+        ).encode()
+        for n in range(total)
+    ]
+
+
 async def http_fanout(
     http: httpx.AsyncClient,
     rate: float,
     seconds: float,
     *,
+    polling: bool,
     follow_every: int,
     poll: float,
     timeout: float,
 ) -> dict[str, Any]:
-    """POST /users at `rate` per second for `seconds`: the latency of each, and the fan-out
-    lag of every `follow_every`-th (polling every sign-up would load the services more than
-    the sign-ups do). `http` is for the looks at the read models; the sign-ups get a client
-    of their own, so that a backlog of them does not hold the looks up."""
-    watch = FanoutWatch(http, poll, timeout)
-    await watch.baseline()
-    samplers = [asyncio.create_task(counter.run()) for counter in watch.counted.values()]
+    """POST /users at `rate` per second for `seconds`: the latency of each. With `polling`,
+    also the fan-out lag of every `follow_every`-th, followed during the step (polling
+    every sign-up would load the services more than the sign-ups do); without, the lag is
+    the caller's to read afterwards (inbox.py). `http` is for the looks at the read models;
+    the sign-ups get a client of their own, so that a backlog of them does not hold the
+    looks up."""
+    watch = FanoutWatch(http, poll, timeout) if polling else None
+    samplers: list[asyncio.Task[None]] = []
+    if watch is not None:
+        await watch.baseline()
+        samplers = [asyncio.create_task(counter.run()) for counter in watch.counted.values()]
     latencies: list[float] = []
     failures: list[str] = []
     total = max(1, round(rate * seconds))
-    run = uuid.uuid4().hex[:8]
     last_sent = last_answer = 0.0
-    # Idle connections are dropped before uvicorn's 5 s keep-alive would close them.
-    limits = httpx.Limits(max_connections=POST_CONNECTIONS, keepalive_expiry=2)
-    posts = httpx.AsyncClient(timeout=REQUEST_TIMEOUT, limits=limits)
+    posts = Pool(url(PRODUCER), POST_CONNECTIONS, REQUEST_TIMEOUT)
+    requests = [
+        posts.request("POST", "/users", body)
+        for body in encoded_bodies(uuid.uuid4().hex[:8], total)
+    ]
 
-    async def sign_up(n: int) -> None:
+    async def sign_up(n: int, request: bytes) -> None:
         nonlocal last_sent, last_answer
-        body = {"name": f"Bench {n}", "email": f"fanout-{run}-{n}@example.com"}
         sent = last_sent = time.perf_counter()
         try:
-            response = await posts.post(f"{url(PRODUCER)}/users", json=body)
-        except httpx.HTTPError as exc:
+            status, body = await posts.send(request)
+        except (HttpError, TimeoutError) as exc:
             failures.append(repr(exc))
             return
         arrived = last_answer = time.perf_counter()
-        if response.status_code != 201:
-            failures.append(f"{response.status_code} {response.text[:200]}")
+        if status != 201:
+            failures.append(f"{status} {body[:200].decode(errors='replace')}")
             return
         latencies.append(arrived - sent)
-        if n % follow_every == 0:
-            watch.follow(SignUp(response.json()["id"], arrived))
+        if watch is not None and n % follow_every == 0:
+            watch.follow(SignUp(json.loads(body)["id"], arrived))
 
     started = time.perf_counter()
     try:
         async with posts:
             tasks = []
-            for n in range(total):
+            for n, request in enumerate(requests):
                 # Open loop: each request leaves on its schedule, whether or not earlier ones
                 # have returned.
                 await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
-                tasks.append(asyncio.create_task(sign_up(n)))
+                tasks.append(asyncio.create_task(sign_up(n, request)))
             await asyncio.gather(*tasks)
-        await asyncio.gather(*watch.followers)
+        if watch is not None:
+            await asyncio.gather(*watch.followers)
     finally:
         for sampler in samplers:
             sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
-    by_model = {
-        name: summary_ms([s.seen[name] - s.created_at for s in watch.done]) for name in READERS
-    }
-    return {
+    step: dict[str, Any] = {
         "offered_per_second": rate,
         "seconds": seconds,
         "requests": total,
@@ -216,12 +241,20 @@ async def http_fanout(
         "failures": len(failures),
         "failure_examples": failures[:5],
         "latency": summary_ms(latencies),
-        "fanout_lag": summary_ms([s.lag() for s in watch.done]),
-        "fanout_lag_by_read_model": by_model,
-        "fanout_timeouts": len(watch.timed_out),
-        "followed_every": follow_every,
-        "poll_ms": round(poll * 1000, 1),
     }
+    if watch is not None:
+        step |= {
+            "lag_from": "polling",
+            "fanout_lag": summary_ms([s.lag() for s in watch.done]),
+            "fanout_lag_by_read_model": {
+                name: summary_ms([s.seen[name] - s.created_at for s in watch.done])
+                for name in READERS
+            },
+            "fanout_timeouts": len(watch.timed_out),
+            "followed_every": follow_every,
+            "poll_ms": round(poll * 1000, 1),
+        }
+    return step
 
 
 def per_second(count: int, seconds: float, rate: float) -> float:

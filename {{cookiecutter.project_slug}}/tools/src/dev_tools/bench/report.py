@@ -117,7 +117,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f} ms"
+    return "-" if value is None else f"{value:,.1f} ms" if value >= 1 else f"{value:.2f} ms"
 
 
 def cpu_line(per_unit: dict[str, float]) -> str:
@@ -187,8 +187,15 @@ def print_table(report: dict[str, Any]) -> None:
         print_curve(curve, report.get("idle_cpu_ms_per_second", {}))
 
 
+LAG_FROM = {
+    "inbox": "fan-out lag from the services' inboxes, read after each step",
+    "polling": "fan-out lag polled from the read models during each step",
+}
+
+
 def print_curve(curve: dict[str, Any], idle: dict[str, float]) -> None:
-    print(f"\nsaturation: POST /users at stepped rates, {curve['step_seconds']:g} s each")
+    how = LAG_FROM.get(curve.get("lag_from", "polling"), "")
+    print(f"\nsaturation: POST /users at stepped rates, {curve['step_seconds']:g} s each; {how}")
     header = (
         "offered/s",
         "served/s",
@@ -197,8 +204,9 @@ def print_curve(curve: dict[str, Any], idle: dict[str, float]) -> None:
         "fan-out lag p50",
         "p99",
         "CPU/sign-up",
+        "bench CPU",
     )
-    print("{:>9} {:>9} {:>12} {:>11} {:>16} {:>11} {:>12}".format(*header))
+    print("{:>9} {:>9} {:>12} {:>11} {:>16} {:>11} {:>12} {:>10}".format(*header))
     for step in curve["steps"]:
         notes = []
         if step["fell_behind"]:
@@ -211,7 +219,8 @@ def print_curve(curve: dict[str, Any], idle: dict[str, float]) -> None:
             f"{step['offered_per_second']:>9g} {step['served_per_second']:>9g} "
             f"{ms(step['latency']['p50_ms']):>12} {ms(step['latency']['p99_ms']):>11} "
             f"{ms(step['fanout_lag']['p50_ms']):>16} {ms(step['fanout_lag']['p99_ms']):>11} "
-            f"{ms(step['stack_cpu_ms_per_signup']):>12}  {'; '.join(notes)}"
+            f"{ms(step['stack_cpu_ms_per_signup']):>12} "
+            f"{ms(step.get('bench_cpu_ms_per_signup')):>10}  {'; '.join(notes)}"
         )
     sustained, behind = curve["sustained_per_second"], curve["fell_behind_at"]
     print(

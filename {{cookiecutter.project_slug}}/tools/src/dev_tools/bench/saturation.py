@@ -1,25 +1,31 @@
 """Phase 3, saturation: sign-ups over HTTP at stepped rates until the stack falls behind.
 
 Each step (fanout.py) offers `POST /users` at one rate for `step_seconds`, on a fixed
-schedule that does not wait for answers, and follows about `follow` sign-ups a second to
-their fan-out. After the last answer the step waits until every reader has applied as many
-UserCreated as the step had sign-ups (the consumers drained), so a step starts on an idle
-stack and its CPU counts every sign-up's whole fan-out. The steps stop after the first one
-whose served rate falls more than TOLERANCE below the offered rate.
+schedule that does not wait for answers. After the last answer the step waits until every
+reader has applied as many UserCreated as the step had sign-ups (the consumers drained), so
+a step starts on an idle stack and its CPU counts every sign-up's whole fan-out. Then, by
+default (`lag_from="inbox"`), it reads every sign-up's fan-out lag from the producer's feed
+and the readers' inboxes (inbox.py), outside the CPU it measures; with "polling", about
+`follow` sign-ups a second were followed to their fan-out during the step instead. The
+steps stop after the first one whose served rate falls more than TOLERANCE below the
+offered rate.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from dev_tools.bench import cpu
 from dev_tools.bench.fanout import http_fanout
+from dev_tools.bench.inbox import admin_headers, feed_end, step_lags
 from dev_tools.bench.stack import READERS, applied_all, consumed
 
 TOLERANCE = 0.10  # served below (1 - TOLERANCE) x offered: the stack fell behind
+LAG_FROM = ("inbox", "polling")  # how the fan-out lag is measured: the first is the default
 
 
 def fell_behind(offered: float, served: float, tolerance: float = TOLERANCE) -> bool:
@@ -52,6 +58,7 @@ async def saturation(
     *,
     follow: float,
     poll: float,
+    lag_from: str = LAG_FROM[0],
     timeout: float,
     programs: dict[str, int],
     idle: dict[str, float],
@@ -61,24 +68,36 @@ async def saturation(
     `programs` are the processes whose CPU is counted (cpu.stack_processes()), `idle` the
     CPU milliseconds per second each uses with nothing to do (cpu.idle())."""
     results: list[dict[str, Any]] = []
+    polling = lag_from == "polling"
+    headers = admin_headers()
+    feed_at = 0 if polling else await feed_end(http, headers)
     for rate in steps:
         print(f"bench:   {rate:g} sign-ups/s for {step_seconds:g} s ...", flush=True)
         before = {name: await consumed(http, name) for name in READERS}
+        began = datetime.now(UTC)
         cpu_before = cpu.snapshot(programs)
         step = await http_fanout(
             http,
             rate,
             step_seconds,
+            polling=polling,
             follow_every=follow_every(rate, follow),
             poll=poll,
             timeout=timeout,
         )
         step["drain_seconds"] = await drain(http, before, step["served"], timeout)
         cpu_after = cpu.snapshot(programs)
+        if not polling:  # after the CPU snapshot: reading the records is not the step's
+            lags, feed_at = await step_lags(http, began, feed_at, headers)
+            step |= {"lag_from": "inbox", **lags}
         cpu_used = cpu.used(cpu_before, cpu_after)
         step["cpu_seconds"] = cpu_used
         step["cpu_ms_per_signup"] = cpu.per_unit_ms(cpu_used, step["served"])
         served = step["served"]
+        # This process's own: the load generator (and, polling, the pollers).
+        step["bench_cpu_ms_per_signup"] = (
+            round(cpu_used.get(cpu.BENCH, 0.0) * 1000 / served, 3) if served else None
+        )
         stack, idle_stack = cpu.stack_total(cpu_used), cpu.stack_total(idle) / 1000
         elapsed = cpu_after.at - cpu_before.at
         step["stack_cpu_ms_per_signup"] = (
@@ -96,6 +115,7 @@ async def saturation(
             break
     kept_up = [step["offered_per_second"] for step in results if not step["fell_behind"]]
     return {
+        "lag_from": lag_from,
         "step_seconds": step_seconds,
         "tolerance": TOLERANCE,
         "steps": results,
