@@ -1,4 +1,7 @@
-"""eventkit's tables: outbox, inbox and dead letters (branch `eventkit`)."""
+"""eventkit's tables: outbox, inbox and dead letters (branch `eventkit`).
+
+Columns are NOT NULL only where said (a primary key always is); `index=True` makes the
+index `ix_<table>_<column>`."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -9,41 +12,36 @@ revision, down_revision, branch_labels = "eventkit_0001", None, ("eventkit",)
 def upgrade() -> None:
     op.create_table(
         "outbox",
-        sa.Column("position", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("event_id", sa.String(length=36), nullable=False),
-        sa.Column("stream", sa.String(length=200), nullable=False),
-        sa.Column("key", sa.String(length=200), nullable=False),
-        sa.Column("event_type", sa.String(length=100), nullable=False),
+        sa.Column("position", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(36), nullable=False),
+        sa.Column("stream", sa.String(200), nullable=False),
+        sa.Column("key", sa.String(200), nullable=False),
+        sa.Column("event_type", sa.String(100), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("headers", sa.Text(), nullable=True),
-        sa.PrimaryKeyConstraint("position"),
+        sa.Column("sent_at", sa.DateTime(timezone=True), index=True),
+        sa.Column("headers", sa.Text()),
         sa.UniqueConstraint("event_id"),
     )
-    op.create_index("ix_outbox_sent_at", "outbox", ["sent_at"])
     op.create_table(
         "inbox",
-        sa.Column("event_id", sa.String(length=36), nullable=False),
-        sa.Column("event_type", sa.String(length=100), nullable=False),
-        sa.Column("stream", sa.String(length=200), nullable=False),
+        sa.Column("event_id", sa.String(36), primary_key=True),
+        sa.Column("event_type", sa.String(100), nullable=False),
+        sa.Column("stream", sa.String(200), nullable=False),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("event_id"),
     )
     op.create_table(
         "dead_letters",
-        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("event_id", sa.String(length=36), nullable=True),
-        sa.Column("event_type", sa.String(length=100), nullable=True),
-        sa.Column("stream", sa.String(length=200), nullable=False),
-        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(36), index=True),
+        sa.Column("event_type", sa.String(100)),
+        sa.Column("stream", sa.String(200), nullable=False),
+        sa.Column("key", sa.String(200), nullable=False),
         sa.Column("error", sa.Text(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_dead_letters_event_id", "dead_letters", ["event_id"])
 
 
 def downgrade() -> None:

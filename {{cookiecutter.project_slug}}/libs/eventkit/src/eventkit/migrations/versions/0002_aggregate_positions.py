@@ -3,20 +3,19 @@
 import sqlalchemy as sa
 from alembic import op
 
-revision, down_revision, branch_labels = "eventkit_0002", "eventkit_0001", None
+revision, down_revision = "eventkit_0002", "eventkit_0001"
 
 
 def upgrade() -> None:
+    op.create_index("ix_inbox_processed_at", "inbox", ["processed_at"])
     op.create_table(
         "aggregate_positions",
-        sa.Column("stream", sa.String(length=200), nullable=False),
-        sa.Column("aggregate_id", sa.String(length=200), nullable=False),
+        sa.Column("stream", sa.String(200), primary_key=True),
+        sa.Column("aggregate_id", sa.String(200), primary_key=True),
         sa.Column("sequence", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("stream", "aggregate_id"),
     )
-    op.create_index("ix_inbox_processed_at", "inbox", ["processed_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_inbox_processed_at", "inbox")
     op.drop_table("aggregate_positions")
+    op.drop_index("ix_inbox_processed_at", "inbox")

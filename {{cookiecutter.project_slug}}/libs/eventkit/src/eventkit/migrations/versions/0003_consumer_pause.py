@@ -3,15 +3,14 @@
 import sqlalchemy as sa
 from alembic import op
 
-revision, down_revision, branch_labels = "eventkit_0003", "eventkit_0002", None
+revision, down_revision = "eventkit_0003", "eventkit_0002"
 
 
 def upgrade() -> None:
     pause = op.create_table(
         "consumer_pause",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("paused_until", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("paused_until", sa.DateTime(timezone=True)),
     )
     op.bulk_insert(pause, [{"id": 1, "paused_until": None}])
 

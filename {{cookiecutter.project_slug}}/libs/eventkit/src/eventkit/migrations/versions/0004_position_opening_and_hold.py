@@ -4,17 +4,13 @@ while; an aggregate whose event is held (a type or version not known yet) waits 
 import sqlalchemy as sa
 from alembic import op
 
-revision, down_revision, branch_labels = "eventkit_0004", "eventkit_0003", None
+revision, down_revision = "eventkit_0004", "eventkit_0003"
 
 
 def upgrade() -> None:
     # Rows already there are positions that stand: both columns stay empty.
-    op.add_column(
-        "aggregate_positions", sa.Column("opening_until", sa.DateTime(timezone=True), nullable=True)
-    )
-    op.add_column(
-        "aggregate_positions", sa.Column("held_until", sa.DateTime(timezone=True), nullable=True)
-    )
+    op.add_column("aggregate_positions", sa.Column("opening_until", sa.DateTime(timezone=True)))
+    op.add_column("aggregate_positions", sa.Column("held_until", sa.DateTime(timezone=True)))
 
 
 def downgrade() -> None:

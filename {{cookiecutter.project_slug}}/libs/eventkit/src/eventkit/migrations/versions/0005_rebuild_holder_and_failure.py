@@ -4,12 +4,12 @@ model is not whole (a rebuild that failed or stopped midway)."""
 import sqlalchemy as sa
 from alembic import op
 
-revision, down_revision, branch_labels = "eventkit_0005", "eventkit_0004", None
+revision, down_revision = "eventkit_0005", "eventkit_0004"
 
 
 def upgrade() -> None:
-    op.add_column("consumer_pause", sa.Column("holder", sa.String(length=200), nullable=True))
-    op.add_column("consumer_pause", sa.Column("failure", sa.Text(), nullable=True))
+    op.add_column("consumer_pause", sa.Column("holder", sa.String(200)))
+    op.add_column("consumer_pause", sa.Column("failure", sa.Text()))
 
 
 def downgrade() -> None:

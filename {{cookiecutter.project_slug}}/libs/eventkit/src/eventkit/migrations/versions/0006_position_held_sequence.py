@@ -4,12 +4,12 @@ deploy knows it, and the held event itself never waits for its own hold."""
 import sqlalchemy as sa
 from alembic import op
 
-revision, down_revision, branch_labels = "eventkit_0006", "eventkit_0005", None
+revision, down_revision = "eventkit_0006", "eventkit_0005"
 
 
 def upgrade() -> None:
     # Rows already held keep holding every later event until their hold ends, as before.
-    op.add_column("aggregate_positions", sa.Column("held_sequence", sa.Integer(), nullable=True))
+    op.add_column("aggregate_positions", sa.Column("held_sequence", sa.Integer()))
 
 
 def downgrade() -> None:

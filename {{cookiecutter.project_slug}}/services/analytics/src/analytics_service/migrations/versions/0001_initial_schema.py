@@ -9,15 +9,13 @@ revision, down_revision, branch_labels = "analytics_0001", None, ("analytics",)
 def upgrade() -> None:
     op.create_table(
         "event_counts",
-        sa.Column("type", sa.String(length=100), nullable=False),
+        sa.Column("type", sa.String(100), primary_key=True),
         sa.Column("count", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("type"),
     )
     op.create_table(
         "revenue",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("total", sa.Numeric(precision=16, scale=2), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("total", sa.Numeric(16, 2), nullable=False),
     )
 
 

@@ -1,4 +1,4 @@
-"""Billing's tables: accounts (a read model) and invoices."""
+"""Billing's tables: invoices and the accounts they are for (a read model)."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -8,28 +8,22 @@ revision, down_revision, branch_labels = "billing_0001", None, ("billing",)
 
 def upgrade() -> None:
     op.create_table(
-        "accounts",
-        sa.Column("user_id", sa.String(length=36), nullable=False),
-        sa.Column("email", sa.String(length=320), nullable=False),
-        sa.Column("status", sa.String(length=20), nullable=False),
-        sa.PrimaryKeyConstraint("user_id"),
+        "invoices",
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("user_id", sa.String(36), nullable=False, index=True),
+        sa.Column("amount", sa.Numeric(14, 2), nullable=False),
+        sa.Column("description", sa.String(500), nullable=False),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_table(
-        "invoices",
-        sa.Column("id", sa.String(length=36), nullable=False),
-        sa.Column("user_id", sa.String(length=36), nullable=False),
-        sa.Column("amount", sa.Numeric(precision=14, scale=2), nullable=False),
-        sa.Column("description", sa.String(length=500), nullable=False),
-        sa.Column("status", sa.String(length=20), nullable=False),
-        sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
+        "accounts",
+        sa.Column("user_id", sa.String(36), primary_key=True),
+        sa.Column("email", sa.String(320), nullable=False),
+        sa.Column("status", sa.String(20), nullable=False),
     )
-    with op.batch_alter_table("invoices", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_invoices_user_id"), ["user_id"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("invoices", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_invoices_user_id"))
-    op.drop_table("invoices")
     op.drop_table("accounts")
+    op.drop_table("invoices")

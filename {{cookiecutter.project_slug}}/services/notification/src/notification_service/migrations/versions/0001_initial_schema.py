@@ -8,34 +8,26 @@ revision, down_revision, branch_labels = "notification_0001", None, ("notificati
 
 def upgrade() -> None:
     op.create_table(
-        "notifications",
-        sa.Column("id", sa.String(length=36), nullable=False),
-        sa.Column("user_id", sa.String(length=36), nullable=False),
-        sa.Column("kind", sa.String(length=30), nullable=False),
-        sa.Column("channel", sa.String(length=20), nullable=False),
-        sa.Column("recipient", sa.String(length=320), nullable=False),
-        sa.Column("subject", sa.String(length=300), nullable=False),
-        sa.Column("event_id", sa.String(length=36), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("event_id"),
-    )
-    with op.batch_alter_table("notifications", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_notifications_sent_at"), ["sent_at"], unique=False)
-        batch_op.create_index(batch_op.f("ix_notifications_user_id"), ["user_id"], unique=False)
-    op.create_table(
         "recipients",
-        sa.Column("user_id", sa.String(length=36), nullable=False),
-        sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("email", sa.String(length=320), nullable=False),
-        sa.PrimaryKeyConstraint("user_id"),
+        sa.Column("user_id", sa.String(36), primary_key=True),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("email", sa.String(320), nullable=False),
+    )
+    op.create_table(
+        "notifications",
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("user_id", sa.String(36), nullable=False, index=True),
+        sa.Column("kind", sa.String(30), nullable=False),
+        sa.Column("channel", sa.String(20), nullable=False),
+        sa.Column("recipient", sa.String(320), nullable=False),
+        sa.Column("subject", sa.String(300), nullable=False),
+        sa.Column("event_id", sa.String(36), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), index=True),
+        sa.UniqueConstraint("event_id"),
     )
 
 
 def downgrade() -> None:
-    op.drop_table("recipients")
-    with op.batch_alter_table("notifications", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_notifications_user_id"))
-        batch_op.drop_index(batch_op.f("ix_notifications_sent_at"))
     op.drop_table("notifications")
+    op.drop_table("recipients")

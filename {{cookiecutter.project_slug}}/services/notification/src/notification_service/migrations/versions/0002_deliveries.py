@@ -6,21 +6,20 @@ The notifications' sent_at moves there: sent rows become `sent`, unsent ones `wa
 import sqlalchemy as sa
 from alembic import op
 
-revision, down_revision, branch_labels = "notification_0002", "notification_0001", None
+revision, down_revision = "notification_0002", "notification_0001"
 
 
 def upgrade() -> None:
     op.create_table(
         "deliveries",
-        sa.Column("event_id", sa.String(length=36), nullable=False),
-        sa.Column("channel", sa.String(length=20), nullable=False),
-        sa.Column("recipient", sa.String(length=320), nullable=False),
-        sa.Column("subject", sa.String(length=300), nullable=False),
+        sa.Column("event_id", sa.String(36), primary_key=True),
+        sa.Column("channel", sa.String(20), nullable=False),
+        sa.Column("recipient", sa.String(320), nullable=False),
+        sa.Column("subject", sa.String(300), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("state", sa.String(length=10), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("failure", sa.Text(), nullable=True),
-        sa.PrimaryKeyConstraint("event_id"),
+        sa.Column("state", sa.String(10), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True)),
+        sa.Column("failure", sa.Text()),
     )
     op.create_index("ix_deliveries_state_created_at", "deliveries", ["state", "created_at"])
     op.execute(
@@ -30,18 +29,18 @@ def upgrade() -> None:
         " CASE WHEN sent_at IS NULL THEN 'waiting' ELSE 'sent' END, sent_at, NULL"
         " FROM notifications"
     )
-    with op.batch_alter_table("notifications", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_notifications_sent_at"))
+    # Batch: SQLite drops a column by copying the table.
+    with op.batch_alter_table("notifications") as batch_op:
+        batch_op.drop_index("ix_notifications_sent_at")
         batch_op.drop_column("sent_at")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("notifications", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True))
-        batch_op.create_index(batch_op.f("ix_notifications_sent_at"), ["sent_at"], unique=False)
+    with op.batch_alter_table("notifications") as batch_op:
+        batch_op.add_column(sa.Column("sent_at", sa.DateTime(timezone=True)))
+        batch_op.create_index("ix_notifications_sent_at", ["sent_at"])
     op.execute(
         "UPDATE notifications SET sent_at ="
         " (SELECT sent_at FROM deliveries WHERE deliveries.event_id = notifications.event_id)"
     )
-    op.drop_index("ix_deliveries_state_created_at", table_name="deliveries")
     op.drop_table("deliveries")
