@@ -26,6 +26,7 @@ import asyncio
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -256,8 +257,8 @@ class Consumer:
         context.forget_event()  # what follows logs each message as itself
         if found.incoming:
             HANDLER_SECONDS.labels(stream=stream).observe(time.perf_counter() - started)
-        for item in outcome.applied:
-            EVENTS_CONSUMED.labels(stream=stream, type=item.event.type).inc()
+        for event_type, count in Counter(item.event.type for item in outcome.applied).items():
+            EVENTS_CONSUMED.labels(stream=stream, type=event_type).inc(count)
         if outcome.duplicates:
             EVENTS_DUPLICATE.labels(stream=stream).inc(outcome.duplicates)
         # What follows writes dead letters and hands events back to the broker: if the

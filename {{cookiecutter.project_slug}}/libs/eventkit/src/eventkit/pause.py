@@ -63,9 +63,11 @@ def new_holder() -> str:
 async def check_running(session: AsyncSession) -> None:
     """Raise Paused while a rebuild runs or the read model is not whole (first statement of
     a batch)."""
-    query = select(ConsumerPause).where(ConsumerPause.id == 1)
-    row = await session.scalar(query.with_for_update(read=True))
-    reason = _unavailable(row)
+    # The columns, not the ORM object: read on every batch, it need not be tracked.
+    columns = (ConsumerPause.paused_until, ConsumerPause.holder, ConsumerPause.failure)
+    query = select(*columns).where(ConsumerPause.id == 1).with_for_update(read=True)
+    row = (await session.execute(query)).first()
+    reason = None if row is None else _unavailable(*row)
     if reason is not None:
         raise Paused(reason)
 
@@ -73,7 +75,8 @@ async def check_running(session: AsyncSession) -> None:
 async def unavailable(db: Database) -> str | None:
     """Why the read model cannot be served now (a rebuild runs, or failed); None if whole."""
     async with db.sessions() as session:
-        return _unavailable(await session.get(ConsumerPause, 1))
+        row = await session.get(ConsumerPause, 1)
+        return None if row is None else _unavailable(row.paused_until, row.holder, row.failure)
 
 
 async def take(db: Database, holder: str) -> bool:
@@ -127,15 +130,15 @@ async def release(db: Database, holder: str, failure: str | None = None) -> None
         raise LeaseLost(f"another rebuild took over from {holder} (its lease ran out)")
 
 
-def _unavailable(row: ConsumerPause | None) -> str | None:
-    if row is None:
-        return None
-    if row.paused_until is not None and _aware(row.paused_until) > clock.utcnow():
-        until = _aware(row.paused_until).isoformat(timespec="seconds")
-        holder = f" by {row.holder}" if row.holder else ""
-        return f"a rebuild{holder} holds the read model (its lease runs until {until})"
-    if row.failure is not None:
-        return f"the read model is incomplete: {row.failure}; a rebuild that succeeds restores it"
+def _unavailable(
+    paused_until: datetime | None, holder: str | None, failure: str | None
+) -> str | None:
+    if paused_until is not None and _aware(paused_until) > clock.utcnow():
+        until = _aware(paused_until).isoformat(timespec="seconds")
+        by = f" by {holder}" if holder else ""
+        return f"a rebuild{by} holds the read model (its lease runs until {until})"
+    if failure is not None:
+        return f"the read model is incomplete: {failure}; a rebuild that succeeds restores it"
     return None
 
 
