@@ -545,6 +545,30 @@ async def lease_runs_out(kit: Any) -> None:
         )
 
 
+def replicas_feed(
+    monkeypatch: pytest.MonkeyPatch,
+    a: list[list[dict[str, Any]] | asyncio.Event],
+    b: list[list[dict[str, Any]] | asyncio.Event],
+) -> list[str]:
+    """A fake feed_pages for two replicas' rebuilds: the first to read is A, the next B.
+    Each goes through its steps, yielding a page or waiting for an event. Returns the
+    readers so far, for the test to wait on."""
+    readers: list[str] = []
+
+    async def pages(
+        client: httpx.AsyncClient, url: str, page_size: int = 500
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        readers.append("a" if not readers else "b")
+        for step in a if len(readers) == 1 else b:
+            if isinstance(step, asyncio.Event):
+                await step.wait()
+            else:
+                yield step
+
+    monkeypatch.setattr(rebuild_module, "feed_pages", pages)
+    return readers
+
+
 @asynccontextmanager
 async def a_stalled_rebuild(
     database_url: str, switch: Switch, readers: list[str]
@@ -569,22 +593,9 @@ async def test_a_rebuild_that_lost_its_lease_stops_and_leaves_the_new_holders_pa
     monkeypatch.setattr(rebuild_module, "PAGE_SIZE", 2)  # a renewal between small batches
     feed = feed_of([happened(f"t{n}") for n in range(5)])
     a_goes_on, b_ends = asyncio.Event(), asyncio.Event()
-    readers: list[str] = []
-
-    async def pages(
-        client: httpx.AsyncClient, url: str, page_size: int = 500
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        readers.append("a" if not readers else "b")
-        if len(readers) == 1:
-            yield feed[:2]
-            await a_goes_on.wait()
-            yield feed[2:]
-        else:
-            yield feed[:1]
-            await b_ends.wait()
-            yield feed[1:]
-
-    monkeypatch.setattr(rebuild_module, "feed_pages", pages)
+    readers = replicas_feed(
+        monkeypatch, [feed[:2], a_goes_on, feed[2:]], [feed[:1], b_ends, feed[1:]]
+    )
     async with a_stalled_rebuild(database_url, switch, readers) as (a, b, kit, first):
         second = asyncio.create_task(b.post("/admin/rebuild"))
         await async_wait_until(lambda: asyncio.sleep(0, len(readers) == 2), what="B's rebuild")
@@ -606,18 +617,7 @@ async def test_a_rebuild_with_nothing_to_replay_that_lost_its_lease_does_not_suc
     """Found by the simulation (seed 400160 on PostgreSQL): A's rebuild, with no events to
     replay, never renewed its lease; B's took the pause past it, and both answered 200."""
     a_goes_on = asyncio.Event()
-    readers: list[str] = []
-
-    async def pages(
-        client: httpx.AsyncClient, url: str, page_size: int = 500
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        readers.append("a" if not readers else "b")
-        if len(readers) == 1:
-            await a_goes_on.wait()
-        for page in NO_PAGES:
-            yield page
-
-    monkeypatch.setattr(rebuild_module, "feed_pages", pages)
+    readers = replicas_feed(monkeypatch, [a_goes_on, *NO_PAGES], [*NO_PAGES])
     async with a_stalled_rebuild(database_url, switch, readers) as (_, b, kit, first):
         rebuilt = await b.post("/admin/rebuild")
         assert rebuilt.status_code == 200, rebuilt.text

@@ -34,22 +34,29 @@ from sample_domain import (
 
 
 class Recorder:
-    """A handler that fails its first `failures` calls (or always, for `poison` things).
+    """A handler that fails its first `failures` calls, its call number `fails_at`, and
+    always for `poison` things; with `error`, a RuntimeError unless given.
 
     It records what it applied; a test's transaction may still roll that back, so tests
     that mind count inbox rows too.
     """
 
-    def __init__(self, failures: int = 0, poison: str = "") -> None:
-        self.failures = failures
-        self.poison = poison
+    def __init__(
+        self,
+        failures: int = 0,
+        poison: str = "",
+        fails_at: int = 0,
+        error: Exception | None = None,
+    ) -> None:
+        self.failures, self.poison, self.fails_at, self.error = failures, poison, fails_at, error
         self.calls = 0
         self.applied: list[str] = []
 
     async def __call__(self, event: Envelope, session: AsyncSession) -> None:
         self.calls += 1
-        if self.calls <= self.failures or event.data["thing_id"] == self.poison:
-            raise RuntimeError(f"boom {self.calls}")
+        fails = self.calls <= self.failures or self.calls == self.fails_at
+        if fails or event.data["thing_id"] == self.poison:
+            raise self.error or RuntimeError(f"boom {self.calls}")
         self.applied.append(event.data["thing_id"])
 
 
@@ -221,14 +228,10 @@ async def test_a_batch_with_one_poison_event_applies_the_rest_exactly_once(
 async def test_a_database_failure_mid_batch_loses_nothing_and_applies_nothing_twice(
     db: Database,
 ) -> None:
-    class FailsOnce(Recorder):
-        async def __call__(self, event: Envelope, session: AsyncSession) -> None:
-            self.calls += 1
-            if self.calls == 3:  # the third event of the first attempt: the database fails
-                raise OperationalError("INSERT", {}, ConnectionError("server closed"))
-            self.applied.append(event.data["thing_id"])
-
-    handler = FailsOnce()
+    # The third event of the first attempt: the database fails.
+    handler = Recorder(
+        fails_at=3, error=OperationalError("INSERT", {}, ConnectionError("server closed"))
+    )
     consumer = make_consumer(db, handler)
     events = [vanished(f"t{n}") for n in range(1, 6)]
     await consumer.handle_batch(THINGS, batch_of(*events))
@@ -428,15 +431,9 @@ async def test_a_handler_that_raises_a_connection_error_itself_is_retried_as_a_f
     db: Database,
 ) -> None:
     """While the database answers, a connection error that keeps coming is the event's."""
-
-    class CallsOut(Recorder):
-        async def __call__(self, event: Envelope, session: AsyncSession) -> None:
-            self.calls += 1
-            raise ConnectionResetError("the handler's own HTTP call")
-
-    handler = CallsOut()
+    handler = Recorder(poison="t1", error=ConnectionResetError("the handler's own HTTP call"))
     consumer = make_consumer(db, handler, max_retries=1)
-    await consumer.handle(THINGS, vanished().to_bytes())
+    await consumer.handle(THINGS, vanished("t1").to_bytes())
     await async_wait_until(lambda: count(db, DeadLetter), what="its dead letter")
     letter = (await dead_letters(db))[0]
     assert "the handler's own HTTP call" in letter.error and letter.attempts == 2
@@ -529,18 +526,17 @@ async def test_an_event_held_past_the_hold_is_dead_lettered_with_the_reason(
     assert "deploy this service" in letter.error and letter.attempts == 0
 
 
-async def second_and_third_dead_lettered(
-    db: Database, transport: MemoryTransport
-) -> dict[int, str]:
-    """The errors of #2 and #3, once both are dead letters for good (none held): the
-    broker's first, then the list."""
+async def second_and_third_dead_lettered(db: Database, transport: MemoryTransport) -> None:
+    """Once #2 and #3 are dead letters for good (none held; the broker's first, then the
+    list): #2 for its bug, #3 for waiting on #2."""
 
     async def both_for_good() -> dict[int, str] | None:
         letters = {json.loads(row.payload)["sequence"]: row.error for row in await dead_letters(db)}
         listed = letters.keys() == {2, 3} and all("; held" not in e for e in letters.values())
         return letters if len(transport.dead_letters) == 2 and listed else None
 
-    return await async_wait_until(both_for_good, timeout=10, what="#2 and #3 dead-lettered")
+    letters = await async_wait_until(both_for_good, timeout=10, what="#2 and #3 dead-lettered")
+    assert "a bug on #2" in letters[2] and "waits for #2" in letters[3]
 
 
 class BugOnSecond(Sequences):
@@ -552,23 +548,27 @@ class BugOnSecond(Sequences):
         await super().__call__(event, session)
 
 
+async def first_applied(db: Database, key: str) -> tuple[BugOnSecond, Consumer, MemoryTransport]:
+    """`key`'s #1 applied by a consumer that knows v1 only, holding what it does not know."""
+    handler = BugOnSecond()
+    consumer = make_consumer(db, handler, max_retries=1, unknown_event_hold_seconds=60)
+    assert isinstance(consumer.transport, MemoryTransport)
+    await consumer.handle(THINGS, of(happened(key), 1))
+    return handler, consumer, consumer.transport
+
+
 async def test_a_held_event_known_at_last_waits_as_any_other_event(db: Database) -> None:
     """Found by the simulation (seed 300226): the hold of an event not known yet outlived
     its reason. Once a deploy knows the event, a hold left on its aggregate put it off
     without spending retries for the whole hold (a day by default) behind an earlier
     event that was poison, where it must wait as any event does, then be dead-lettered."""
 
-    handler = BugOnSecond()
-    consumer = make_consumer(db, handler, max_retries=1, unknown_event_hold_seconds=60)
-    transport = consumer.transport
-    assert isinstance(transport, MemoryTransport)
-    await consumer.handle(THINGS, of(happened("h"), 1))
+    handler, consumer, transport = await first_applied(db, "h")
     await consumer.handle(THINGS, of(vanished("h"), 3, version=2))  # held: v2 is not known
     deployed = make_consumer(db, handler, registry=deployed_registry(), transport=transport)
     await deployed.handle(THINGS, of(vanished("h"), 2))  # poison: retried, dead-lettered
 
-    letters = await second_and_third_dead_lettered(db, transport)
-    assert "a bug on #2" in letters[2] and "waits for #2" in letters[3]
+    await second_and_third_dead_lettered(db, transport)
     assert handler.applied == [("h", 1)]
 
 
@@ -577,17 +577,12 @@ async def test_a_held_event_that_fails_once_known_lifts_its_hold(db: Database) -
     deploy knew it, and then it failed on a bug and was dead-lettered. Its hold stayed, so
     #3 was put off for the rest of the hold (a day) instead of waiting as for any failure."""
 
-    handler = BugOnSecond()
-    consumer = make_consumer(db, handler, max_retries=1, unknown_event_hold_seconds=60)
-    transport = consumer.transport
-    assert isinstance(transport, MemoryTransport)
-    await consumer.handle(THINGS, of(happened("k"), 1))
+    handler, consumer, transport = await first_applied(db, "k")
     await consumer.handle(THINGS, of(vanished("k"), 2, version=2))  # held: v2 is not known
     await consumer.handle(THINGS, of(vanished("k"), 3))  # waits for the hold
     make_consumer(db, handler, registry=deployed_registry(), transport=transport)
 
-    letters = await second_and_third_dead_lettered(db, transport)
-    assert "a bug on #2" in letters[2] and "waits for #2" in letters[3]
+    await second_and_third_dead_lettered(db, transport)
     assert handler.applied == [("k", 1)]
 
 

@@ -25,15 +25,16 @@ def app(database_url: str, transport: MemoryTransport) -> FastAPI:
     return create_app(Settings(DATABASE_URL=database_url), transport=transport)
 
 
-async def open_account(transport: MemoryTransport, user_id: str = "u1") -> None:
-    data = {"user_id": user_id, "name": "Ada", "email": "ada@example.com"}
+@pytest.fixture
+async def open_account(client: httpx.AsyncClient, transport: MemoryTransport) -> None:
+    """User u1's account, open: the running service has had its UserCreated."""
+    data = {"user_id": "u1", "name": "Ada", "email": "ada@example.com"}
     await deliver(transport, new_event("UserCreated", data, source="user"))
 
 
 async def test_an_invoice_is_issued_and_published(
-    client: httpx.AsyncClient, transport: MemoryTransport
+    client: httpx.AsyncClient, transport: MemoryTransport, open_account: None
 ) -> None:
-    await open_account(transport)
     response = await client.post(
         "/invoices", json={"user_id": "u1", "amount": "19.99", "description": "plan"}
     )
@@ -54,9 +55,8 @@ async def test_an_invoice_is_issued_and_published(
 
 
 async def test_account_totals_follow_invoices_exactly(
-    client: httpx.AsyncClient, transport: MemoryTransport
+    client: httpx.AsyncClient, open_account: None
 ) -> None:
-    await open_account(transport)
     for amount in ("0.10", "0.20", "100.05"):
         assert (
             await client.post("/invoices", json={"user_id": "u1", "amount": amount})
@@ -69,10 +69,11 @@ async def test_account_totals_follow_invoices_exactly(
     assert (await client.get("/invoices", params={"user_id": "other"})).json() == []
 
 
-async def test_invoice_errors(client: httpx.AsyncClient, transport: MemoryTransport) -> None:
+async def test_invoice_errors(
+    client: httpx.AsyncClient, transport: MemoryTransport, open_account: None
+) -> None:
     unknown = await client.post("/invoices", json={"user_id": "ghost", "amount": "5"})
     assert unknown.status_code == 404
-    await open_account(transport)
     for amount in ("0", "-1", "1.001", "abc"):
         bad = await client.post("/invoices", json={"user_id": "u1", "amount": amount})
         assert bad.status_code == 422, amount
@@ -84,9 +85,8 @@ async def test_invoice_errors(client: httpx.AsyncClient, transport: MemoryTransp
 
 
 async def test_bad_invoice_input_gets_422_naming_the_field(
-    client: httpx.AsyncClient, transport: MemoryTransport
+    client: httpx.AsyncClient, open_account: None
 ) -> None:
-    await open_account(transport)
     nul = await client.post(
         "/invoices", json={"user_id": "u1", "amount": "5.00", "description": "a\x00b"}
     )
@@ -95,10 +95,7 @@ async def test_bad_invoice_input_gets_422_naming_the_field(
     assert (account.status_code, account.json()["detail"][0]["loc"]) == (422, ["path", "user_id"])
 
 
-async def test_invoices_come_in_pages(
-    client: httpx.AsyncClient, transport: MemoryTransport
-) -> None:
-    await open_account(transport)
+async def test_invoices_come_in_pages(client: httpx.AsyncClient, open_account: None) -> None:
     ids = [
         (await client.post("/invoices", json={"user_id": "u1", "amount": f"{n}.00"})).json()["id"]
         for n in range(1, 6)
