@@ -205,12 +205,4 @@ async def list_inbox(
     order = (ProcessedEvent.processed_at, ProcessedEvent.event_id)
     async with kit.db.sessions() as session:
         rows = await page_after(session, query, order, after, limit)
-    return [
-        InboxRecordOut(
-            event_id=row.event_id,
-            event_type=row.event_type,
-            stream=row.stream,
-            processed_at=row.processed_at,
-        )
-        for row in rows
-    ]
+    return [InboxRecordOut.model_validate(row, from_attributes=True) for row in rows]
