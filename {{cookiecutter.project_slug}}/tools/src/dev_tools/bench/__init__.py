@@ -1,7 +1,8 @@
 """The fan-out benchmark, against the running stack (`make local-up` or `make up`).
 
     python -m dev_tools bench [--events 10000] [--steps 25,50,100,200,400] [--step-seconds 10]
-                              [--follow 10] [--poll-ms 10] [--phases ceiling,pipeline,saturation]
+                              [--lag-from inbox|polling] [--follow 10] [--poll-ms 10]
+                              [--phases ceiling,pipeline,saturation] [--accept]
 
 Three phases, one module each, in one run:
 
@@ -12,12 +13,16 @@ Three phases, one module each, in one run:
    every reader has applied them all (their /metrics); its ratio to (1), and the CPU time of
    each process per event.
 3. saturation (saturation.py, each step fanout.py): `POST /users` at stepped offered rates
-   until the served rate falls behind; per step the rate served, the request latency, the
-   fan-out lag (from the `201` until the user is in every read model), and the stack's CPU
-   per sign-up.
+   until the served rate falls behind, sent by a lean HTTP/1.1 client (http1.py); per step
+   the rate served, the request latency, the fan-out lag, and the CPU per sign-up of the
+   stack and of the benchmark itself. The lag is read after each step from the producer's
+   feed and the readers' inboxes (inbox.py: from the event's timestamp to each reader's
+   processed_at), or with `--lag-from polling` by following sign-ups from their `201` until
+   every read model shows them, during the step.
 
 cpu.py reads the CPU time of the processes that local-up runs (their PIDs from its
 supervisord); report.py prints the table and draws reports/bench.png; cli.py writes
-reports/bench.json. Nothing else may write to the stack meanwhile: the counter figures are
-deltas.
+reports/bench.json; baseline.py sets the run's figures beside reports/bench-baseline.json
+and flags those more than 20 % worse (`--accept` makes the run the baseline). Nothing else
+may write to the stack meanwhile: the counter figures are deltas.
 """
