@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import subprocess
+import sys
 
 import pytest
 
@@ -91,6 +94,21 @@ def test_cpu_is_the_growth_of_each_process_tree() -> None:
     assert used == {"user": 0.75, "broker": 1.0, "bench": 0.5}
     assert cpu.stack_total(used) == 1.75  # the benchmark's own CPU is not the stack's
     assert cpu.per_unit_ms(used, 250) == {"user": 3.0, "broker": 4.0, "bench": 2.0}
+
+
+def test_a_step_waits_for_a_busy_stack_to_go_quiet() -> None:
+    """Work a phase left behind (a busy process) is not counted as the next step's CPU."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    quiet = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        idle = {"user": 0.0}
+        waited = asyncio.run(cpu.settle({"user": busy.pid}, idle, timeout=1.5, window=0.5))
+        assert waited is None  # still busy when the timeout came
+        waited = asyncio.run(cpu.settle({"user": quiet.pid}, idle, timeout=5, window=0.5))
+        assert waited is not None and waited < 5
+    finally:
+        busy.kill()
+        quiet.kill()
 
 
 def test_programs_map_to_services() -> None:

@@ -95,6 +95,30 @@ async def idle(programs: dict[str, int], seconds: float = 3.0) -> dict[str, floa
     }
 
 
+async def settle(
+    programs: dict[str, int], idle_ms: dict[str, float], timeout: float, window: float = 2.0
+) -> float | None:
+    """Wait until the stack is back near its idle use; the seconds it took (None: it was
+    still busy after `timeout`, and the step goes on anyway).
+
+    Work a phase left behind (the emails of the pipeline's 10,000 sign-ups, sent after
+    their events were applied) would otherwise be counted as the next step's CPU. Quiet
+    means a `window` of at most the idle use plus half of it (at least 50 ms a second:
+    /proc counts CPU in 10 ms ticks).
+    """
+    if not programs:
+        return 0.0
+    started = time.monotonic()
+    idle_stack = stack_total(idle_ms)
+    quiet = idle_stack + max(50.0, idle_stack / 2)  # ms per second
+    while time.monotonic() - started < timeout:
+        before = snapshot(programs)
+        await asyncio.sleep(window)
+        if stack_total(used(before, snapshot(programs))) * 1000 / window <= quiet:
+            return round(time.monotonic() - started, 1)
+    return None
+
+
 def stack_total(seconds: dict[str, float]) -> float:
     """CPU seconds of the stack: every service process, and the broker if local-up runs it."""
     return round(sum(s for name, s in seconds.items() if service_of(name) or name == BROKER), 3)

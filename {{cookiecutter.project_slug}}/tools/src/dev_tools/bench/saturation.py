@@ -72,6 +72,7 @@ async def saturation(
     headers = admin_headers()
     feed_at = 0 if polling else await feed_end(http, headers)
     for rate in steps:
+        settled = await cpu.settle(programs, idle, timeout)
         print(f"bench:   {rate:g} sign-ups/s for {step_seconds:g} s ...", flush=True)
         before = {name: await consumed(http, name) for name in READERS}
         began = datetime.now(UTC)
@@ -86,6 +87,7 @@ async def saturation(
             timeout=timeout,
         )
         step["drain_seconds"] = await drain(http, before, step["served"], timeout)
+        step["settle_seconds"] = settled  # waited before the step for a quiet stack
         cpu_after = cpu.snapshot(programs)
         if not polling:  # after the CPU snapshot: reading the records is not the step's
             lags, feed_at = await step_lags(http, began, feed_at, headers)
