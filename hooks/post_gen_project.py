@@ -35,8 +35,13 @@ PER_BROKER = [
 ]
 LOCK = "requirements-{broker}.lock"  # third-party pins with hashes (make lock writes them)
 # Each broker's docs, kept under the name without `-{broker}`: the README links them, so it
-# reads the same for every broker. settings.md is written by `make catalog`.
-PER_BROKER_DOCS = ["docs/broker-{broker}.md", "docs/settings-{broker}.md"]
+# reads the same for every broker. settings.md is written by `make catalog`. Likewise the
+# bench's baseline, measured on that broker (make bench-accept rewrites it).
+PER_BROKER_DOCS = [
+    "docs/broker-{broker}.md",
+    "docs/settings-{broker}.md",
+    "reports/bench-baseline-{broker}.json",
+]
 # Folders only one broker's projects have: the IAM policies of the services' roles on AWS
 # (written by make deploy-files from the roster).
 ONLY_FOR = {"infra/k8s/iam": "sqs"}
