@@ -60,15 +60,19 @@ def test_eventkit_names_no_event_field_stream_or_service_of_the_domain() -> None
 
 
 def test_the_post_generation_hook_only_deletes() -> None:
-    """Code is never renamed (it lints and imports where it stands); only the lock and the
-    broker's docs are."""
+    """Code is never renamed (it lints and imports where it stands); only the lock, the
+    broker's docs and its bench baseline are."""
     hook = (TEMPLATE / "hooks/post_gen_project.py").read_text()
     renames = [line.strip() for line in hook.splitlines() if ".rename(" in line]
     assert renames == [
         '(root / LOCK.format(broker=BROKER)).rename(root / "requirements.lock")',
         '(root / pattern.format(broker=BROKER)).rename(root / pattern.replace("-{broker}", ""))',
     ]
-    assert re.findall(r"^PER_BROKER_DOCS = (.*)$", hook, re.M) == [
-        '["docs/broker-{broker}.md", "docs/settings-{broker}.md"]'
+    renamed = re.search(r"^PER_BROKER_DOCS = (\[.*?\])$", hook, re.M | re.S)
+    assert renamed is not None
+    assert ast.literal_eval(renamed.group(1)) == [
+        "docs/broker-{broker}.md",
+        "docs/settings-{broker}.md",
+        "reports/bench-baseline-{broker}.json",  # data, measured on that broker
     ]
     assert ".unlink(" in hook

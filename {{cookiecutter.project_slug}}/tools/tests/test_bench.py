@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -96,19 +95,25 @@ def test_cpu_is_the_growth_of_each_process_tree() -> None:
     assert cpu.per_unit_ms(used, 250) == {"user": 3.0, "broker": 4.0, "bench": 2.0}
 
 
-def test_a_step_waits_for_a_busy_stack_to_go_quiet() -> None:
-    """Work a phase left behind (a busy process) is not counted as the next step's CPU."""
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    quiet = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        idle = {"user": 0.0}
-        waited = asyncio.run(cpu.settle({"user": busy.pid}, idle, timeout=1.5, window=0.5))
-        assert waited is None  # still busy when the timeout came
-        waited = asyncio.run(cpu.settle({"user": quiet.pid}, idle, timeout=5, window=0.5))
-        assert waited is not None and waited < 5
-    finally:
-        busy.kill()
-        quiet.kill()
+def test_a_step_waits_until_the_stack_is_back_near_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work a phase left behind is not counted as the next step's CPU: the step waits for
+    a window at most the idle use and half of it again (at least 50 ms a second)."""
+
+    def windows(ms_per_second: list[float]) -> Iterator[cpu.Snapshot]:
+        used = 0.0
+        for second, ms in enumerate(ms_per_second):
+            yield cpu.Snapshot({"user": {(1, 0.0): used}}, at=second)
+            used += ms / 1000
+            yield cpu.Snapshot({"user": {(1, 0.0): used}}, at=second + 1)
+
+    def looks(ms_per_second: list[float], timeout: float) -> float | None:
+        feed = windows(ms_per_second)
+        monkeypatch.setattr(cpu, "snapshot", lambda programs: next(feed))
+        idle = {"user": 20.0}
+        return asyncio.run(cpu.settle({"user": 1}, idle, timeout=timeout, window=0.001))
+
+    assert looks([400.0, 300.0, 60.0], timeout=0.003) is not None  # 60 <= 20 + 50
+    assert looks([400.0, 300.0, 80.0], timeout=0.003) is None  # still busy at the last look
 
 
 def test_programs_map_to_services() -> None:

@@ -111,10 +111,11 @@ async def settle(
     started = time.monotonic()
     idle_stack = stack_total(idle_ms)
     quiet = idle_stack + max(50.0, idle_stack / 2)  # ms per second
-    while time.monotonic() - started < timeout:
+    for _ in range(max(1, round(timeout / window))):
         before = snapshot(programs)
         await asyncio.sleep(window)
-        if stack_total(used(before, snapshot(programs))) * 1000 / window <= quiet:
+        after = snapshot(programs)
+        if stack_total(used(before, after)) * 1000 / (after.at - before.at) <= quiet:
             return round(time.monotonic() - started, 1)
     return None
 

@@ -25,6 +25,7 @@ from dev_tools.bench.inbox import admin_headers, feed_end, step_lags
 from dev_tools.bench.stack import READERS, applied_all, consumed
 
 TOLERANCE = 0.10  # served below (1 - TOLERANCE) x offered: the stack fell behind
+SETTLE_SECONDS = 60.0  # the longest a step waits for the stack to be back near idle
 LAG_FROM = ("inbox", "polling")  # how the fan-out lag is measured: the first is the default
 
 
@@ -72,7 +73,7 @@ async def saturation(
     headers = admin_headers()
     feed_at = 0 if polling else await feed_end(http, headers)
     for rate in steps:
-        settled = await cpu.settle(programs, idle, timeout)
+        settled = await cpu.settle(programs, idle, min(timeout, SETTLE_SECONDS))
         print(f"bench:   {rate:g} sign-ups/s for {step_seconds:g} s ...", flush=True)
         before = {name: await consumed(http, name) for name in READERS}
         began = datetime.now(UTC)
