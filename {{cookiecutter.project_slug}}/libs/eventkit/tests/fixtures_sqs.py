@@ -29,8 +29,8 @@ FAKE_AWS_ENV = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-# Receives long-poll this long in tests (the default, 20 s, makes no difference to moto
-# but leaves its server threads waiting after a test ends).
+# Receives long-poll this long in tests (the default, 5 s, makes no difference to moto, but
+# each transport's stop waits for its receives to end).
 TEST_WAIT_SECONDS = 1
 
 

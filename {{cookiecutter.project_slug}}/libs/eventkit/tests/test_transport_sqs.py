@@ -33,7 +33,7 @@ SETTINGS = {
     "BROKER_URL": "http://moto:4566",
     "AWS_REGION": "eu-west-1",
     "SQS_VISIBILITY_TIMEOUT_SECONDS": 45,
-    "SQS_WAIT_TIME_SECONDS": 5,
+    "SQS_WAIT_TIME_SECONDS": 7,
     "DELIVERY_LIMIT": 7,
     "SQS_HANDBACK_SECONDS": 2,
     "DEAD_LETTER_RETENTION_SECONDS": 3600,
@@ -57,7 +57,7 @@ def test_every_setting_reaches_its_config_field(monkeypatch: pytest.MonkeyPatch)
         region="eu-west-1",
         endpoint_url="http://moto:4566",
         visibility_timeout=45,
-        wait_time_seconds=5,
+        wait_time_seconds=7,
         delivery_limit=7,
         handback_seconds=2,
         dead_letter_retention_seconds=3600,
@@ -79,7 +79,7 @@ def test_every_setting_reaches_its_config_field(monkeypatch: pytest.MonkeyPatch)
     defaults = config_from_settings(ServiceSettings(SERVICE_NAME="svc", PORT=0))
     assert defaults.endpoint_url == LOCAL_URL  # BROKER_URL unset: local-up's moto_server
     assert defaults.dead_letters == "dlq.svc"
-    assert (defaults.delivery_limit, defaults.wait_time_seconds) == (20, 20)
+    assert (defaults.delivery_limit, defaults.wait_time_seconds) == (20, 5)
     assert defaults.visibility_timeout == 30 and defaults.region == "us-east-1"
 
 
@@ -531,6 +531,36 @@ async def test_a_batch_of_25_with_one_too_large_fails_only_that_one(make: Factor
     await async_wait_until(lambda: holds(len(got) >= 24), timeout=15, what="24 events")
     sent = [m.body for n, m in enumerate(messages) if n != 12]
     assert sorted(body for body, _ in got) == sorted(sent)
+
+
+async def test_a_stopped_consumer_leaves_no_receive_open_to_take_the_next_message(
+    make: Factory,
+) -> None:
+    """A receive cut off at the client stays open at the endpoint, which hands it the next
+    message: seen only after the visibility timeout. A stop lets its long poll end instead,
+    so the consumer's next process gets the message at once (a service restarted)."""
+    name = names()
+    stream = name("restart.events")
+    first = make(name("billing"), wait_time_seconds=3, visibility_timeout=30)
+    first.subscribe(stream, recorder()[1])
+    producer = make(name("users"))
+    producer.declare_publisher(stream)
+    await first.start()
+    await producer.start()
+    await asyncio.sleep(0.5)  # the first consumer's long poll is open at the endpoint
+    await first.stop()
+    got, handler = recorder()
+    second = make(name("billing"), wait_time_seconds=3, visibility_timeout=30)
+    second.subscribe(stream, handler)
+    await second.start()
+    body = event("user-1", 1, "UserCreated")
+    await producer.publish(
+        Outgoing(stream=stream, body=body, key="user-1", event_type="UserCreated", headers={})
+    )
+    await async_wait_until(
+        lambda: holds(bool(got)), timeout=10, what="the restarted consumer to get it"
+    )
+    assert [delivered for delivered, _ in got] == [body]
 
 
 async def test_an_idle_consumer_makes_one_receive_per_long_poll(make: Factory) -> None:

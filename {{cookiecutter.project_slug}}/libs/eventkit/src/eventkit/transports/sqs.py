@@ -14,8 +14,8 @@ Topology (all FIFO, all declared by `start()`, idempotently):
   queue `sqs_name(dlq.<service>)`; every queue of the service redrives into the latter
   after `delivery_limit` receives (RabbitMQ's DELIVERY_LIMIT).
 
-Consumption: one task per queue long-polls (WaitTimeSeconds, 20 s by default: an idle
-queue costs one request per 20 s) for up to 10 messages (more, without waiting, up to
+Consumption: one task per queue long-polls (WaitTimeSeconds, 5 s by default: an idle
+queue costs one request per 5 s) for up to 10 messages (more, without waiting, up to
 `batch_size` while full), hands them to the handler, keeps them invisible while it runs,
 and deletes them in a batch once it returns. If it raises, the messages are kept hidden
 for `handback_seconds`, then made visible at once (`_hand_back` says why not by a timeout),
@@ -267,11 +267,11 @@ class SqsSettings(BaseSettings):
         "renewed every half of it while its handler runs.",
     )
     SQS_WAIT_TIME_SECONDS: int = Field(
-        20,
+        5,
         ge=0,
         le=20,
         description="SNS/SQS: long-poll wait of each receive; an idle queue costs one request "
-        "per wait.",
+        "per wait, and a service that stops waits for its receives to end.",
     )
     DELIVERY_LIMIT: int = Field(
         20,
@@ -394,6 +394,7 @@ class SqsTransport:
         self._sns: SNSClient | None = None
         self._sqs: SQSClient | None = None
         self._pollers: list[asyncio.Task[None]] = []
+        self._receiving: set[asyncio.Task[Any] | None] = set()  # pollers in a long poll
         self._handbacks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._inline: MemoryTransport | None = None  # under_test(): no endpoint
@@ -626,6 +627,15 @@ class SqsTransport:
         if self._inline:
             await self._inline.stop()
         pollers, self._pollers = self._pollers, []
+        # A receive cancelled in flight stays open at the endpoint, which may hand it the
+        # next message: seen only after its visibility timeout. So a long poll is let end
+        # (it hands back what it brings); a batch being handled is handed back at once.
+        receiving = [task for task in pollers if task in self._receiving]
+        for task in pollers:
+            if task not in self._receiving:
+                task.cancel()
+        if receiving:
+            await asyncio.wait(receiving, timeout=self.config.wait_time_seconds + 2)
         for task in pollers:
             task.cancel()
         await asyncio.gather(*pollers, return_exceptions=True)
@@ -926,9 +936,17 @@ class SqsTransport:
         failures = 0
         while not self._stopping:
             try:
-                messages = await self._receive(
-                    url, MAX_BATCH_ENTRIES, wait=self.config.wait_time_seconds
-                )
+                self._receiving.add(asyncio.current_task())
+                try:
+                    messages = await self._receive(
+                        url, MAX_BATCH_ENTRIES, wait=self.config.wait_time_seconds
+                    )
+                finally:
+                    self._receiving.discard(asyncio.current_task())
+                if self._stopping:  # what a stop let this receive finish with goes back
+                    with contextlib.suppress(Exception):
+                        await self._change_visibility(url, messages, 0)
+                    return
                 # While receives come back full, take more at once, up to batch_size.
                 while (
                     len(messages) % MAX_BATCH_ENTRIES == 0
