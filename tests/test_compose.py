@@ -386,8 +386,10 @@ def test_the_backlog_panel_reads_the_metric_that_prometheus_scrapes(baked: Path)
     [panel] = [p for p in dashboard["panels"] if p["title"] == "Backlog per subscriber"]
     expressions = " ".join(t["expr"] for t in panel["targets"])
     if broker == "kafka":
-        # A consumer group per stream a service reads (<service>.<stream>): lag per group.
+        # A consumer group per stream a service reads (<service>.<stream>): lag per group;
+        # not its retries' group (<service>.retries), whose retries wait out their delay.
         assert 'consumergroup=~"$service[.].+"' in expressions
+        assert 'consumergroup!~".+[.]retries"' in expressions
         assert "kafka_consumergroup_lag" in expressions
         assert (host, port) == ("kafka-exporter", "9308")
         exporter = services["kafka-exporter"]

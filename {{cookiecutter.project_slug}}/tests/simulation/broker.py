@@ -100,10 +100,10 @@ class Batch:
     service: str
     source: str  # where it came from (a topic or queue of the model's)
     messages: list[Message]
-    # the model's own: where an ack moves its read position, and under which assignment
-    commits: list[tuple[int, int]] = field(default_factory=list)
+    # the model's own: where an ack moves its read positions, and under which assignment
+    commits: list[tuple[Any, int]] = field(default_factory=list)
     generation: int = 0
-    not_before: float = 0.0  # a retry batch waits until it is due; a late delivery longer
+    not_before: float = 0.0  # a late delivery: not handed to its replica before
     retry: bool = False  # from a retry source: its messages name their stream
 
 

@@ -1,13 +1,15 @@
 """The simulated broker's Kafka model: what Kafka allows, and nothing more.
 
 One log per topic partition: a key's messages land on one partition, in the order
-appended. Each consumer group has its committed offsets and its members; the partitions
-are shared out among the members, and a rebalance moves them (a batch taken under the old
-assignment cannot commit, so the new owner reads it again). A batch whose handler raises,
-or whose commit is lost, is read again from the committed offset. Retries wait in retry
-topics of their own, one per delay, each read by a group of its own (as the transport
-does); a batch of them is applied once its last message is due. A group that joins late
-starts where retention left the log.
+appended. Each consumer group has its committed offsets and its members; the partitions of
+its topics are shared out among the members, and a rebalance moves them (a batch taken
+under the old assignment cannot commit, so the new owner reads it again). A batch whose
+handler raises, or whose commit is lost, is read again from the committed offset. A
+service reads each stream in a group of its own and its retries in one more: retries wait
+in one topic per delay, all read by that group (as the transport does), whose fetch takes
+from each partition the messages already due, in order, and stops at the first that is
+not (the transport pauses the partition until then). A group that joins late starts where
+retention left the log.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import random
 import zlib
 from typing import Any
 
-from eventkit.roster import retry_stream
+from eventkit.roster import retry_stream, retry_subscription, stream_subscription
 
 from .broker import Batch, Message, SimBroker
 
@@ -24,7 +26,7 @@ PARTITIONS = 3
 # The transport's retry header: the stream a retry goes back to.
 STREAM_HEADER = "x-original-topic"
 
-Group = tuple[str, str]  # (group id, topic): a stream's group is its service's name
+Group = tuple[str, str]  # (group id, topic): where a group has read a topic to
 
 
 class Model(SimBroker):
@@ -32,8 +34,8 @@ class Model(SimBroker):
         super().__init__(clock)
         self.logs: dict[str, list[list[Message]]] = {}
         self.committed: dict[Group, list[int]] = {}
-        self.members: dict[Group, list[str]] = {}
-        self.generation: dict[Group, int] = {}
+        self.members: dict[str, list[str]] = {}  # group id -> its members, in joining order
+        self.generation: dict[str, int] = {}
         self.rotation = 0
 
     def declare_stream(self, stream: str, publisher: str) -> None:
@@ -47,7 +49,7 @@ class Model(SimBroker):
         offsets = [0] * PARTITIONS
         if retained is not None:  # a new group starts where retention left each partition
             offsets = [round(len(log) * (1 - retained)) for log in self.logs[stream]]
-        self.committed[(service, stream)] = offsets
+        self.committed[(stream_subscription(service, stream), stream)] = offsets
         for partition, log in enumerate(self.logs[stream]):
             self.routed[service] += log[offsets[partition] :]
         for delay in self.retry_delays[service]:
@@ -57,22 +59,19 @@ class Model(SimBroker):
         topic = retry_stream(service, delay)
         if topic not in self.logs:
             self.logs[topic] = [[] for _ in range(PARTITIONS)]
-            self.committed[(topic, topic)] = [0] * PARTITIONS
-            replicas = {s.replica for s in self.subscribers.values() if s.service == service}
-            self.members[(topic, topic)] = sorted(replicas)
-            self.generation[(topic, topic)] = 1
+            self.committed[(retry_subscription(service), topic)] = [0] * PARTITIONS
         return topic
 
-    def _groups_of(self, service: str) -> list[Group]:
-        return [
-            group
-            for group in self.committed
-            if group[0] == service or group[1].startswith(f"retry.{service}.")
-        ]
+    def _groups_of(self, service: str) -> list[str]:
+        streams = [stream for stream, readers in self.readers.items() if service in readers]
+        groups = [stream_subscription(service, stream) for stream in streams]
+        return [*groups, retry_subscription(service)]
+
+    def _topics_of(self, group: str) -> list[str]:
+        return sorted(topic for group_id, topic in self.committed if group_id == group)
 
     def join(self, replica: str, service: str, stream: str) -> None:
-        topics = [t for t in self.logs if t.startswith(f"retry.{service}.")]
-        for group in [(service, stream)] + [(topic, topic) for topic in topics]:
+        for group in (stream_subscription(service, stream), retry_subscription(service)):
             members = self.members.setdefault(group, [])
             if replica not in members:
                 members.append(replica)
@@ -83,9 +82,12 @@ class Model(SimBroker):
         for group in self.generation:
             self.generation[group] += 1
 
-    def owner(self, group: Group, partition: int) -> str | None:
+    def owner(self, group: str, topic: str, partition: int) -> str | None:
+        """The member that holds `partition` of `topic`: the group's partitions, over all its
+        topics, dealt out round robin."""
         members = self.members.get(group, [])
-        return members[(partition + self.rotation) % len(members)] if members else None
+        index = self._topics_of(group).index(topic) * PARTITIONS + partition
+        return members[(index + self.rotation) % len(members)] if members else None
 
     def _route(self, message: Message) -> list[str]:
         log = self.logs.setdefault(message.stream, [[] for _ in range(PARTITIONS)])
@@ -99,56 +101,65 @@ class Model(SimBroker):
 
     def next_due(self) -> float | None:
         dues = [b.not_before for b in self.in_flight.values()]
-        for (group, topic), offsets in self.committed.items():
-            if group == topic:  # a retry topic
+        for (_, topic), offsets in self.committed.items():
+            if topic.startswith("retry."):
                 partitions = self.logs[topic]
                 dues += [m.due for p, log in enumerate(partitions) for m in log[offsets[p] :]]
         later = [due for due in dues if due > self.now()]
         return min(later) if later else None
+
+    def _readable(self, group: str, topic: str, partition: int) -> list[Message]:
+        """What the group has yet to read of a partition; of a retry topic, up to its first
+        message not due (the transport's consumer pauses the partition there)."""
+        log = self.logs[topic][partition][self.committed[(group, topic)][partition] :]
+        if not topic.startswith("retry."):
+            return log
+        now = self.now()
+        due = next((i for i, message in enumerate(log) if message.due > now), len(log))
+        return log[:due]
 
     def sources(self, replica: str, service: str) -> list[str]:
         if not self.up:
             return []
         found = []
         for group in self._groups_of(service):
-            topic = group[1]
-            if (replica, topic) in self.in_flight or replica not in self.members.get(group, []):
+            if (replica, group) in self.in_flight or replica not in self.members.get(group, []):
                 continue
-            log, offsets = self.logs[topic], self.committed[group]
             if any(
-                len(log[p]) > offsets[p] and self.owner(group, p) == replica
+                self._readable(group, topic, p) and self.owner(group, topic, p) == replica
+                for topic in self._topics_of(group)
                 for p in range(PARTITIONS)
             ):
-                found.append(topic)
+                found.append(group)
         return sorted(found)
 
     def fetch(self, replica: str, service: str, source: str, size: int, order: Any) -> Batch:
-        retry = source.startswith("retry.")
-        group = (source, source) if retry else (service, source)
-        offsets = self.committed[group]
-        owned = [p for p in range(PARTITIONS) if self.owner(group, p) == replica]
+        """`source` is a group: a stream's, or the service's retries' (over every delay)."""
+        owned = [
+            (topic, p)
+            for topic in self._topics_of(source)
+            for p in range(PARTITIONS)
+            if self.owner(source, topic, p) == replica
+        ]
         rng: random.Random = order
         rng.shuffle(owned)
         messages: list[Message] = []
         commits = []
-        for p in owned:
-            taken = self.logs[source][p][offsets[p] : offsets[p] + size - len(messages)]
+        for topic, p in owned:
+            taken = self._readable(source, topic, p)[: size - len(messages)]
             if taken:
                 messages += taken
-                commits.append((p, offsets[p] + len(taken)))
-        batch = Batch(replica, service, source, messages, commits, self.generation[group])
-        if retry:
-            batch.retry = True
-            batch.not_before = max(m.due for m in messages)  # the transport sleeps till then
+                commits.append(((topic, p), self.committed[(source, topic)][p] + len(taken)))
+        batch = Batch(replica, service, source, messages, commits, self.generation[source])
+        batch.retry = source == retry_subscription(service)
         self.in_flight[(replica, source)] = batch
         return batch
 
     def _ack(self, batch: Batch) -> None:
-        group = (batch.source, batch.source) if batch.retry else (batch.service, batch.source)
-        if self.generation[group] != batch.generation:
+        if self.generation[batch.source] != batch.generation:
             return  # the commit fails: the partitions moved on, their new owner reads them again
-        offsets = self.committed[group]
-        for partition, offset in batch.commits:
+        for (topic, partition), offset in batch.commits:
+            offsets = self.committed[(batch.source, topic)]
             offsets[partition] = max(offsets[partition], offset)
 
     def _give_back(self, batch: Batch) -> None:
@@ -158,7 +169,7 @@ class Model(SimBroker):
         return sum(
             len(self.logs[topic][p]) - offsets[p]
             for (group, topic), offsets in self.committed.items()
-            if (group, topic) in self._groups_of(service)
+            if group in self._groups_of(service)
             for p in range(PARTITIONS)
         )
 

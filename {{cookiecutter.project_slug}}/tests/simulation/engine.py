@@ -438,7 +438,7 @@ class Run:
                 )
                 user.apply(change)
                 user.pending.append(change)
-                store.save(session, user)
+                await store.save(session, user)
             self.stats["new type:LocaleChanged"] += 1
 
     async def invoice_reminded(self, replica: Replica, invoice_id: str, user_id: str) -> None:

@@ -3,10 +3,12 @@
 import asyncio
 import os
 import sqlite3
+import threading
 import time
+from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -40,6 +42,24 @@ async def test_a_statement_stuck_longer_than_the_command_timeout_fails(database_
     finally:
         await db.dispose()
         await blocker.dispose()
+
+
+async def test_sqlite_runs_each_statement_on_the_event_loops_thread(tmp_path: Path) -> None:
+    """No hop to a worker thread and back per call (SQLiteOnTheLoop): it cost more CPU than
+    the statements themselves."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'here.db'}")
+
+    def thread_function(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_conn.create_function("thread_id", 0, threading.get_ident)
+
+    event.listen(db.engine.sync_engine, "connect", thread_function)
+    threads = threading.active_count()
+    try:
+        async with db.transaction() as session:
+            assert await session.scalar(text("SELECT thread_id()")) == threading.get_ident()
+        assert threading.active_count() == threads
+    finally:
+        await db.dispose()
 
 
 def test_the_command_timeout_is_a_setting() -> None:

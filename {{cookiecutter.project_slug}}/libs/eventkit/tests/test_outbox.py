@@ -3,12 +3,14 @@
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from eventkit import Envelope, add_to_outbox
+from eventkit import Envelope, add_to_outbox, insert_into_outbox
 from eventkit.db import Database
 from eventkit.outbox import OutboxMessage, OutboxRelay
 from eventkit.testing import async_wait_until
@@ -25,11 +27,19 @@ async def stage(db: Database, *events: Envelope) -> None:
             add_to_outbox(session, THINGS, item)
 
 
-async def test_relay_publishes_in_commit_order_and_marks_sent(db: Database) -> None:
+async def stage_in_one_statement(db: Database, *events: Envelope) -> None:
+    async with db.transaction() as session:
+        await insert_into_outbox(session, THINGS, events)
+
+
+@pytest.mark.parametrize("staged_by", [stage, stage_in_one_statement])
+async def test_relay_publishes_in_commit_order_and_marks_sent(
+    db: Database, staged_by: Callable[..., Awaitable[None]]
+) -> None:
     transport = MemoryTransport()
     events = [happened(note=f"n{n}") for n in range(5)]
-    await stage(db, *events[:2])
-    await stage(db, *events[2:])
+    await staged_by(db, *events[:2])
+    await staged_by(db, *events[2:])
     relay = OutboxRelay(db, transport)
     assert await relay.publish_pending() == 5
     assert await relay.publish_pending() == 0
@@ -41,6 +51,18 @@ async def test_relay_publishes_in_commit_order_and_marks_sent(db: Database) -> N
         rows = (await session.scalars(select(OutboxMessage))).all()
     assert all(row.sent_at for row in rows)
     assert {row.key for row in rows} == {"t1"}  # the aggregate id is the partition key
+
+
+async def test_events_resent_after_an_outage_are_sent_once_more_and_counted(db: Database) -> None:
+    transport = MemoryTransport()
+    await stage(db, *[happened(note=f"n{n}") for n in range(3)])
+    relay = OutboxRelay(db, transport)
+    assert await relay.publish_pending() == 3
+    counted = REGISTRY.get_sample_value("eventkit_events_resent_total") or 0.0
+    assert await relay.resend_since(datetime.now(UTC) - timedelta(minutes=1)) == 3
+    assert await relay.publish_pending() == 3
+    assert notes(transport) == ["n0", "n1", "n2"] * 2
+    assert REGISTRY.get_sample_value("eventkit_events_resent_total") == counted + 3
 
 
 def notes(transport: MemoryTransport) -> list[str]:

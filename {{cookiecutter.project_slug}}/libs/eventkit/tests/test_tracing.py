@@ -12,6 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit import (
@@ -102,6 +103,9 @@ async def test_a_request_and_its_consumers_share_one_trace(
     chain = ancestors(process)
     assert chain[0] == f"publish {THINGS}"
     assert chain[-1] == "POST /produce"
+    # One span per request, eventkit's: FastAPI's own telemetry would add a second set.
+    assert [s.name for s in finished if s.kind is SpanKind.SERVER] == ["POST /produce"]
+    assert not [s.name for s in finished if s.name.startswith("fastapi.")]
     assert process.attributes is not None and process.attributes["service"] == "tracing-consumer"
 
 

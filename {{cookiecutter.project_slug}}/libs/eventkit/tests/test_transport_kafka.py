@@ -4,6 +4,7 @@ The fan-out every transport keeps is in test_transport_contract.py.
 """
 
 import asyncio
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -19,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from eventkit import Envelope, Subscriptions, create_service
 from eventkit.db import Database
 from eventkit.inbox import ProcessedEvent
-from eventkit.roster import retry_stream, stream_subscription
+from eventkit.roster import retry_stream, retry_subscription, stream_subscription
 from eventkit.settings import ServiceSettings
 from eventkit.testing import async_wait_until
-from eventkit.transports import Delivery
+from eventkit.transports import Delivery, message_as_received
 from eventkit.transports.kafka import (
     KafkaConfig,
     KafkaTransport,
@@ -52,12 +53,16 @@ async def test_dead_letters_land_on_the_configured_topic_with_their_key(kafka_ur
     service = f"svc{uuid.uuid4().hex[:6]}"
     received: list[tuple[bytes, bytes | None, dict[str, str]]] = []
     reader = transport(kafka_url, f"reader-{service}")
+
     subscriber = reader.broker.subscriber(
-        f"dlq.{service}", group_id=f"reader-{service}", auto_offset_reset="earliest"
+        f"dlq.{service}",
+        group_id=f"reader-{service}",
+        auto_offset_reset="earliest",
+        decoder=message_as_received,
     )
 
     @subscriber
-    async def on_dead_letter(body: bytes, message: KafkaMessage) -> None:
+    async def on_dead_letter(message: KafkaMessage) -> None:
         key = message.raw_message.key  # type: ignore[union-attr]
         received.append((message.body, key, dict(message.headers)))
 
@@ -131,6 +136,12 @@ def test_every_setting_reaches_its_config_field(monkeypatch: pytest.MonkeyPatch)
     assert (defaults.group_id, defaults.acks, defaults.dead_letters) == ("svc", "all", "dlq.svc")
 
 
+def by_group(kafka: KafkaTransport) -> dict[str, Any]:
+    """The transport's FastStream subscribers, by consumer group."""
+    subscribers: list[Any] = list(kafka.broker.subscribers)
+    return {subscriber.group_id: subscriber for subscriber in subscribers}
+
+
 async def test_the_config_drives_the_consumer_the_producer_and_the_topics(kafka_url: str) -> None:
     name = f"cfg{uuid.uuid4().hex[:6]}"
     config = KafkaConfig(
@@ -142,11 +153,14 @@ async def test_the_config_drives_the_consumer_the_producer_and_the_topics(kafka_
         return None
 
     kafka.subscribe(name, handler)
-    # The stream's subscriber in a group of its own, then one per retry delay, each in a
-    # group named as its topic: no group has members on two topics.
+    # The stream's subscriber in a group of its own (one group's members on different topics
+    # rebalanced without end when a replica joined, on tansu), and one subscriber of every
+    # retry topic in another: all of that group's members read the same topics.
+    subscribers = by_group(kafka)
+    retries = retry_subscription(f"group-{name}")
+    assert sorted(subscribers) == sorted([stream_subscription(f"group-{name}", name), retries])
     topics = [retry_stream(f"group-{name}", delay) for delay in config.retry_tiers]
-    groups = sorted(s.group_id for s in kafka.broker.subscribers)  # type: ignore[attr-defined]
-    assert groups == sorted([stream_subscription(f"group-{name}", name), *topics])
+    assert subscribers[retries].topic_names == topics
     await kafka.start()
     try:
         producer = kafka.broker.config.broker_config.producer._producer.producer  # type: ignore[attr-defined]
@@ -160,6 +174,93 @@ async def test_the_config_drives_the_consumer_the_producer_and_the_topics(kafka_
         assert len(topic["partitions"]) == 2
     finally:
         await kafka.stop()
+
+
+async def test_a_short_retry_does_not_wait_behind_a_long_one(kafka_url: str) -> None:
+    """One consumer reads every delay's topic: a partition whose first retry is not due is
+    paused (and its position committed there), not waited on, so a 0.5 s retry published
+    after a 6 s one comes back first, and the 6 s one still comes back, once due, even
+    after a restart while it waited."""
+    name = f"tiers{uuid.uuid4().hex[:6]}"
+    back: list[tuple[bytes, float]] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        back.extend((body, time.time()) for body, _ in batch)
+
+    def retrier() -> KafkaTransport:
+        config = KafkaConfig(
+            brokers=[kafka_url],
+            group_id=name,
+            session_timeout_ms=2000,
+            max_retries=2,
+            retry_delays_seconds=(0.5, 6.0),
+        )
+        kafka = KafkaTransport(config)
+        kafka.subscribe(name, handler)
+        return kafka
+
+    async def assigned(kafka: KafkaTransport) -> Any:
+        """The retry consumer, once the group has handed it its partitions."""
+        retries = by_group(kafka)[retry_subscription(name)]
+
+        async def has_partitions() -> bool:
+            return retries.consumer is not None and bool(retries.consumer.assignment())
+
+        await async_wait_until(has_partitions, timeout=30, what="the retry partitions")
+        return retries.consumer
+
+    kafka = retrier()
+    await kafka.start()
+    try:
+        consumer = await assigned(kafka)
+        sent = time.time()
+        await kafka.publish_retry(name, b"long", {}, key="a", delay=6.0)
+        await kafka.publish_retry(name, b"short", {}, key="b", delay=0.5)
+        await async_wait_until(
+            lambda: asyncio.sleep(0, [body for body, _ in back] == [b"short"]),
+            timeout=5,
+            what="the 0.5 s retry, ahead of the 6 s one",
+        )
+        # The 6 s retry's partition waits paused, its position on the retry.
+        await async_wait_until(
+            lambda: asyncio.sleep(0, bool(consumer.paused())), timeout=5, what="a pause"
+        )
+    finally:
+        await kafka.stop()
+    assert time.time() < sent + 6.0, "the short retry came back only after the long one was due"
+    kafka = retrier()
+    await kafka.start()
+    try:
+        await async_wait_until(
+            lambda: asyncio.sleep(0, len(back) == 2), timeout=30, what="the 6 s retry"
+        )
+    finally:
+        await kafka.stop()
+    [(body, at)] = back[1:]
+    assert body == b"long" and at >= sent + 6.0
+
+
+async def test_a_retry_waits_out_its_delay_under_faststreams_test_broker() -> None:
+    """TestKafkaBroker has no consumer to pause: the retry subscriber sleeps until due."""
+    kafka = KafkaTransport(
+        KafkaConfig(
+            brokers=["unused:9092"], group_id="probe", max_retries=1, retry_delays_seconds=(0.3,)
+        )
+    )
+    back: list[bytes] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        back.extend(body for body, _ in batch)
+
+    kafka.subscribe(THINGS, handler)
+    async with kafka.under_test():
+        await kafka.start()
+        sent = time.monotonic()
+        await kafka.publish_retry(THINGS, b"again", {}, key="k", delay=0.3)
+        await async_wait_until(lambda: asyncio.sleep(0, back), timeout=5, what="the retry")
+        await kafka.stop()
+    assert back == [b"again"]
+    assert time.monotonic() - sent >= 0.25
 
 
 async def test_a_batch_takes_the_real_subscriber_path_under_faststreams_test_broker(

@@ -4,7 +4,7 @@ from eventkit.app import create_service
 from eventkit.deps import Kit, get_kit
 from eventkit.envelope import Envelope, new_event
 from eventkit.kit import ServiceKit
-from eventkit.outbox import add_to_outbox
+from eventkit.outbox import add_to_outbox, insert_into_outbox
 from eventkit.registry import EventData, EventRegistry, EventType, InvalidEvent
 from eventkit.roster import Roster, ServiceSpec
 from eventkit.settings import ServiceSettings
@@ -25,5 +25,6 @@ __all__ = [
     "add_to_outbox",
     "create_service",
     "get_kit",
+    "insert_into_outbox",
     "new_event",
 ]

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from opentelemetry.trace import SpanKind
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit import clock, context, tracing
-from eventkit.db import Database, database_unavailable
+from eventkit.db import Database, database_unavailable, table_of
 from eventkit.dead_letters import DeadLetter
 from eventkit.envelope import Envelope
 from eventkit.inbox import Positions, ProcessedEvent, Turn
@@ -427,7 +427,7 @@ class Consumer:
                 if events:
                     await subscription.handler(events, session)  # type: ignore[arg-type]
             if processed:
-                await session.execute(insert(ProcessedEvent), processed)
+                await session.execute(_RECORD, processed)
             # Held events a deploy now knows leave the dead letters with their apply.
             held = [str(i.event.id) for i in outcome.applied if HELD_SINCE_HEADER in i.headers]
             if held:
@@ -591,10 +591,16 @@ class Consumer:
             )
 
 
+# Statements every batch runs, built once.
+_SEEN = select(ProcessedEvent.event_id).where(
+    ProcessedEvent.event_id.in_(bindparam("ids", expanding=True))
+)
+_RECORD = insert(table_of(ProcessedEvent))
+
+
 async def _seen(session: AsyncSession, event_ids: list[str]) -> set[str]:
     """Which of `event_ids` the inbox holds: one query for a batch."""
-    query = select(ProcessedEvent.event_id).where(ProcessedEvent.event_id.in_(event_ids))
-    return set((await session.execute(query)).scalars())
+    return set((await session.execute(_SEEN, {"ids": event_ids})).scalars())
 
 
 def _inbox_row(event: Envelope, stream: str) -> dict[str, object]:

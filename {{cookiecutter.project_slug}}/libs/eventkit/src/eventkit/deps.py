@@ -11,7 +11,9 @@ from eventkit import pause
 from eventkit.kit import ServiceKit
 
 
-def get_kit(request: Request) -> ServiceKit:
+async def get_kit(request: Request) -> ServiceKit:
+    """Async, as every dependency on a request's path: FastAPI runs a plain `def` in a
+    worker thread, a hop per request."""
     kit: ServiceKit = request.app.state.kit
     return kit
 
@@ -20,7 +22,7 @@ Kit = Annotated[ServiceKit, Depends(get_kit)]
 """Route parameter type that gives a handler its service's kit."""
 
 
-def require_admin(kit: Kit, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_admin(kit: Kit, authorization: Annotated[str | None, Header()] = None) -> None:
     """Admin calls need `Authorization: Bearer <ADMIN_TOKEN>` when ADMIN_TOKEN is set."""
     token = kit.settings.ADMIN_TOKEN
     if not token:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import Enum
 
-from sqlalchemy import String, select
+from sqlalchemy import String, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -55,6 +55,13 @@ class AggregatePosition(Base):
     # The earliest event held: only events after it wait for the hold, and only until it
     # applies or a deploy knows it. (None in rows from before: any later event waits.)
     held_sequence: Mapped[int | None]
+
+
+# Read by every batch: built once.
+_POSITIONS = select(AggregatePosition).where(
+    AggregatePosition.stream == bindparam("stream"),
+    AggregatePosition.aggregate_id.in_(bindparam("ids", expanding=True)),
+)
 
 
 class Turn(Enum):
@@ -95,10 +102,8 @@ class Positions:
         ids = {event.aggregate_id for event in events if event.aggregate_id is not None}
         rows: list[AggregatePosition] = []
         if ids:
-            query = select(AggregatePosition).where(
-                AggregatePosition.stream == stream, AggregatePosition.aggregate_id.in_(ids)
-            )
-            rows = list((await session.execute(query)).scalars())
+            found = await session.execute(_POSITIONS, {"stream": stream, "ids": list(ids)})
+            rows = list(found.scalars())
         return cls(session, stream, rows, opening)
 
     def last(self, aggregate_id: str) -> int:

@@ -5,6 +5,10 @@ from prometheus_client import Counter, Gauge, Histogram, Info
 EVENTS_PUBLISHED = Counter(
     "eventkit_events_published_total", "Events published to the broker", ["stream", "type"]
 )
+EVENTS_RESENT = Counter(
+    "eventkit_events_resent_total",
+    "Events sent again after a broker outage (each published once more; consumers drop them)",
+)
 EVENTS_CONSUMED = Counter(
     "eventkit_events_consumed_total", "Events applied by this service", ["stream", "type"]
 )

@@ -55,6 +55,14 @@ class LeaseLost(Exception):
     """Another rebuild took the pause (this one's lease ran out): this one must stop."""
 
 
+# The pause's state, read by every batch: built once, and its columns rather than the ORM
+# object a session would track.
+_STATE = select(ConsumerPause.paused_until, ConsumerPause.holder, ConsumerPause.failure).where(
+    ConsumerPause.id == 1
+)
+_STATE_SHARED = _STATE.with_for_update(read=True)
+
+
 def new_holder() -> str:
     """A rebuild's own id, readable in the reasons it leaves: host, process and a nonce."""
     return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
@@ -63,10 +71,7 @@ def new_holder() -> str:
 async def check_running(session: AsyncSession) -> None:
     """Raise Paused while a rebuild runs or the read model is not whole (first statement of
     a batch)."""
-    # The columns, not the ORM object: read on every batch, it need not be tracked.
-    columns = (ConsumerPause.paused_until, ConsumerPause.holder, ConsumerPause.failure)
-    query = select(*columns).where(ConsumerPause.id == 1).with_for_update(read=True)
-    row = (await session.execute(query)).first()
+    row = (await session.execute(_STATE_SHARED)).first()
     reason = None if row is None else _unavailable(*row)
     if reason is not None:
         raise Paused(reason)
@@ -75,8 +80,8 @@ async def check_running(session: AsyncSession) -> None:
 async def unavailable(db: Database) -> str | None:
     """Why the read model cannot be served now (a rebuild runs, or failed); None if whole."""
     async with db.sessions() as session:
-        row = await session.get(ConsumerPause, 1)
-        return None if row is None else _unavailable(row.paused_until, row.holder, row.failure)
+        row = (await session.execute(_STATE)).first()
+    return None if row is None else _unavailable(*row)
 
 
 async def take(db: Database, holder: str) -> bool:

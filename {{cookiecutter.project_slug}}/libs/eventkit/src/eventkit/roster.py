@@ -83,3 +83,8 @@ def stream_subscription(service: str, stream: str) -> str:
 def retry_stream(service: str, delay: float) -> str:
     """Where `service`'s failed events wait `delay` seconds: a Kafka topic or RabbitMQ queue."""
     return f"retry.{service}.{round(delay * 1000)}ms"
+
+
+def retry_subscription(service: str) -> str:
+    """The Kafka consumer group that reads all of `service`'s retry topics (`retry_stream`)."""
+    return f"{service}.retries"

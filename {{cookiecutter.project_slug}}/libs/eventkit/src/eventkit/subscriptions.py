@@ -4,6 +4,12 @@ A stream may have any number of handlers; each may name the event types it takes
 handler registered with `on_batch` instead takes all of a batch's events at once (after
 the inbox and the order check), for projections that fold many events into one write.
 
+Handlers run inside the batch's transaction and await nothing but its session: what
+reaches outside (a message to a person, a call to another system) is written down there
+and done after the commit, by a worker (eventkit.kit.Worker). A handler that awaited the
+network would hold the batch's transaction open meanwhile; on SQLite, whose statements run
+on the event loop (db.SQLiteOnTheLoop), it would stall the process's next writer as long.
+
 A service has one `Subscriptions`, the one handed to `create_service`. A second one made at
 the top of the same module would take the first one's name and leave its handlers behind,
 never to run, without a word; so it is refused there, naming the one to add handlers to.

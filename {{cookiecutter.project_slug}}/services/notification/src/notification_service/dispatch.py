@@ -66,7 +66,9 @@ class EmailDispatcher:
         await self.poller.stop()
 
     async def _send_all(self) -> None:
-        while not self.poller.stopping and await self.send_pending():
+        # A round short of `batch` found no more mail: a wake, not another query, starts
+        # the next (each commit that records mail wakes the dispatcher).
+        while not self.poller.stopping and await self.send_pending() == self.batch:
             pass
 
     async def send_pending(self) -> int:

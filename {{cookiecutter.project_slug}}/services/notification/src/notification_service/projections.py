@@ -7,6 +7,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit import Envelope
+from eventkit.db import table_of
 from notification_service.dispatch import Channel
 from notification_service.models import WAITING, Delivery, Notification, Recipient
 
@@ -72,14 +73,14 @@ async def _notify(
     )
     delivery = {"event_id": str(event.id), "state": WAITING, **fields}
     with session.no_autoflush:  # the batch's other rows are inserted together, later
-        await session.execute(_insert_if_absent(session, delivery))
+        dialect = session.get_bind().dialect.name
+        await session.execute(_DELIVERY_IF_ABSENT[dialect], delivery)
     # The email leaves once this transaction has committed.
     orm_event.listen(session.sync_session, "after_commit", lambda _: channel.wake(), once=True)
 
 
-def _insert_if_absent(
-    session: AsyncSession, values: dict[str, object]
-) -> postgresql.Insert | sqlite.Insert:
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(Delivery).values(values).on_conflict_do_nothing()
-    return sqlite.insert(Delivery).values(values).on_conflict_do_nothing()
+# A delivery row unless the event has one; built once, for either database.
+_DELIVERY_IF_ABSENT = {
+    "postgresql": postgresql.insert(table_of(Delivery)).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(table_of(Delivery)).on_conflict_do_nothing(),
+}

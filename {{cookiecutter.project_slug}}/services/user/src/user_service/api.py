@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query
 from pydantic import BaseModel, EmailStr, Field, model_validator
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventkit import Kit
+from eventkit.db import table_of
 from eventkit.inputs import DEFAULT_LIMIT, IdInPath, Limit, PositionAfter, text
 from user_service import store
 from user_service.domain import RuleViolation, User
@@ -22,6 +23,7 @@ router = APIRouter(tags=["users"])
 # would break storage or email headers downstream.
 Name = Annotated[str, text(min_length=1, max_length=200)]
 MAX_VERSION = 2**31 - 1
+_CLAIM = insert(table_of(UserEmail))
 
 
 class NewUser(BaseModel):
@@ -68,11 +70,11 @@ IfMatch = Annotated[
 async def create_user(body: NewUser, kit: Kit) -> UserOut:
     user = User.create(str(uuid.uuid4()), body.name, str(body.email), body.locale)
     try:
-        # One flush inserts the email claim, the event and its outbox row; the email's
-        # primary key refuses a second holder, so there is nothing to look up first.
+        # The email's primary key refuses a second holder, so there is nothing to look up
+        # first: the claim's insert fails instead.
         async with kit.transaction() as session:
-            session.add(UserEmail(email=user.email.lower(), user_id=user.id))
-            store.save(session, user)
+            await session.execute(_CLAIM, {"email": user.email.lower(), "user_id": user.id})
+            await store.save(session, user)
     except IntegrityError:
         raise HTTPException(409, detail=f"email {user.email} is already taken") from None
     return UserOut.of(user)
@@ -136,7 +138,7 @@ async def _decide(kit: Kit, user_id: str, if_match: str | None, command: Any) ->
             if user.email.lower() != old_email.lower():
                 await _claim_email(session, user.email, user.id)
                 await session.execute(delete(UserEmail).where(UserEmail.email == old_email.lower()))
-            store.save(session, user)
+            await store.save(session, user)
     except IntegrityError:
         raise HTTPException(
             409, detail=f"user {user_id} was changed concurrently; read it again and retry"

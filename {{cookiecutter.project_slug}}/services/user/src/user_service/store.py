@@ -6,13 +6,16 @@ is stored is exactly what gets published.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import USER_EVENTS
-from eventkit import Envelope, add_to_outbox
+from eventkit import Envelope, insert_into_outbox
+from eventkit.db import table_of
 from user_service.domain import User
 from user_service.models import StoredEvent
+
+_APPEND = insert(table_of(StoredEvent))
 
 
 async def load(
@@ -43,31 +46,36 @@ async def load_user(session: AsyncSession, user_id: str) -> User | None:
     return User.replay(user_id, events) if events else None
 
 
-def save(session: AsyncSession, user: User) -> None:
-    """Append the user's pending events after the version they were decided on.
+async def save(session: AsyncSession, user: User) -> None:
+    """Append the user's pending events after the version they were decided on, each with
+    its outbox row: a statement for each table, run now (no ORM unit of work: this runs on
+    every write request).
 
     Two writers that decided on the same version both insert the same (stream_id, version);
     the unique constraint lets one commit and fails the other.
     """
+    if not user.pending:  # a change that changed nothing
+        return
     first = user.version - len(user.pending) + 1
-    for version, event in enumerate(user.pending, start=first):
-        session.add(
-            StoredEvent(
-                stream_id=user.id,
-                version=version,
-                event_id=str(event.id),
-                type=event.type,
-                schema_version=event.version,
-                data=event.data,
-                meta={
-                    "source": event.source,
-                    "correlation_id": event.correlation_id,
-                    "causation_id": event.causation_id,
-                },
-                timestamp=event.timestamp,
-            )
-        )
-        add_to_outbox(session, USER_EVENTS, event)
+    rows = [
+        {
+            "stream_id": user.id,
+            "version": version,
+            "event_id": str(event.id),
+            "type": event.type,
+            "schema_version": event.version,
+            "data": event.data,
+            "metadata": {
+                "source": event.source,
+                "correlation_id": event.correlation_id,
+                "causation_id": event.causation_id,
+            },
+            "timestamp": event.timestamp,
+        }
+        for version, event in enumerate(user.pending, start=first)
+    ]
+    await session.execute(_APPEND, rows)
+    await insert_into_outbox(session, USER_EVENTS, user.pending)
     user.pending.clear()
 
 

@@ -32,8 +32,8 @@ from eventkit.transports.sqs import (
     KEY_ATTRIBUTE,
     MAX_BATCH_ENTRIES,
     SqsSettings,
+    deduplication_id,
     endpoint_of,
-    event_id,
     group_id,
     sqs_name,
 )
@@ -142,7 +142,7 @@ async def publish(
                     "Id": str(n),
                     "Message": body.decode(),
                     "MessageGroupId": group_id(key),
-                    "MessageDeduplicationId": event_id(body),
+                    "MessageDeduplicationId": deduplication_id(),
                     "MessageAttributes": {
                         EVENT_TYPE_ATTRIBUTE: {"DataType": "String", "StringValue": event_type},
                         KEY_ATTRIBUTE: {"DataType": "String", "StringValue": key},

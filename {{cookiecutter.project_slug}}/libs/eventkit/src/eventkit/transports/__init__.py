@@ -1,7 +1,8 @@
 """What eventkit needs from a message broker, and the adapter picked by the BROKER setting.
 
-The adapters sit side by side: `kafka`, `rabbitmq` and `memory` (in this process only).
-A generated project ships one real broker's adapter; the other is deleted at generation.
+The adapters sit side by side: `kafka`, `rabbitmq`, `sqs` and `memory` (in this process
+only). A generated project ships one real broker's adapter; the others are deleted at
+generation.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ import asyncio
 import importlib
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eventkit.envelope import Envelope
 from eventkit.settings import ServiceSettings, default
+
+if TYPE_CHECKING:
+    from faststream.message import StreamMessage
 
 # One received message: its body and headers.
 Delivery = tuple[bytes, Mapping[str, str]]
@@ -73,6 +77,14 @@ class DeliveryConfig:
     def retry_tiers(self) -> list[float]:
         """The distinct delays retries use: one delay topic or queue each."""
         return sorted({self.retry_delay(n) for n in range(1, self.max_retries + 1)})
+
+
+async def message_as_received(message: StreamMessage[Any]) -> StreamMessage[Any]:
+    """A FastStream decoder that hands a handler the message itself, its body still the
+    bytes received (the consumer parses each envelope once), with its headers. Brokers
+    built with `apply_types=False` inject nothing: fast_depends resolved a message
+    parameter in a worker thread, a thread hop per delivery or batch."""
+    return message
 
 
 def delivery_from_settings(settings: ServiceSettings) -> dict[str, Any]:

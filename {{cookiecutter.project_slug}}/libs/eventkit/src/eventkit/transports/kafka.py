@@ -1,8 +1,13 @@
 """Kafka transport on FastStream (aiokafka).
 
-One topic per stream, one consumer group per service, events keyed by aggregate id
-so one aggregate's events stay in order on one partition. Offsets are committed
-after the handler returns, so a crash redelivers instead of losing.
+One topic per stream, each read in a consumer group of the service's own, events keyed by
+aggregate id so one aggregate's events stay in order on one partition. Offsets are
+committed after the handler returns, so a crash redelivers instead of losing.
+
+Retries wait in one topic per delay (`retry_stream`), all read by one consumer of the
+service's (group `retry_subscription`): a partition of a retry topic holds its messages in
+the order they fall due, so the consumer hands on what is due and pauses each partition at
+its first message that is not, until it is.
 """
 
 from __future__ import annotations
@@ -12,19 +17,24 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
-from faststream.message import StreamMessage
 from faststream.specification import AsyncAPI
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from eventkit.envelope import Envelope
-from eventkit.roster import dead_letter_stream, retry_stream, stream_subscription
+from eventkit.roster import (
+    dead_letter_stream,
+    retry_stream,
+    retry_subscription,
+    stream_subscription,
+)
 from eventkit.settings import SETTINGS_SOURCES, ServiceSettings, default
 from eventkit.transports import (
     BatchHandler,
@@ -34,6 +44,7 @@ from eventkit.transports import (
     Outcome,
     Outgoing,
     delivery_from_settings,
+    message_as_received,
 )
 
 # Where Kafka answers on a developer's machine (local-up's broker) when BROKER_URL is unset.
@@ -61,7 +72,8 @@ class KafkaSettings(BaseSettings):
     GROUP_ID: str | None = Field(
         None,
         description="Kafka: what the service's consumer groups are named after "
-        "(`<GROUP_ID>.<stream>`, one per stream); unset: the service's name.",
+        "(`<GROUP_ID>.<stream>`, one per stream, and `<GROUP_ID>.retries`); unset: the "
+        "service's name.",
     )
     AUTO_OFFSET_RESET: Literal["earliest", "latest"] = Field(
         "earliest",
@@ -90,8 +102,8 @@ class KafkaConfig(DeliveryConfig):
     acks: Literal["0", "1", "all"] = default("KAFKA_ACKS", KafkaSettings)
     enable_idempotence: bool = default("KAFKA_IDEMPOTENCE", KafkaSettings)
     # How long an idle consumer's fetch waits on the broker. Kafka answers as soon as a
-    # message arrives, tansu (local-up) within about a tenth of the wait; each wait that
-    # ends empty costs both sides CPU, so 20 ms made an idle stack busy.
+    # message arrives, tansu (local-up) not always at once (up to 0.4 s late with a 2 s
+    # wait); each wait that ends empty costs both sides CPU, so 20 ms made an idle stack busy.
     fetch_max_wait_ms: int = 100
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
@@ -132,13 +144,15 @@ def from_settings(settings: ServiceSettings) -> KafkaTransport:
     return KafkaTransport(config_from_settings(settings))
 
 
-async def _raw_bodies(message: StreamMessage[Any]) -> list[bytes]:
-    return list(message.body)
+def _deliveries(message: KafkaMessage) -> list[Delivery]:
+    """(body, headers) of each record of a batch message, in order."""
+    bodies = cast(list[bytes], message.body)  # a batch message's body: its records' bodies
+    return list(zip(bodies, message.batch_headers, strict=True))
 
 
 # A retried message carries when it is due and the stream it came from.
 DUE_HEADER = "x-retry-due"
-# How long a retry topic's consumer waits on the broker for messages.
+# How long the retry consumer waits on the broker for messages.
 RETRY_POLL_MS = 500
 STREAM_HEADER = "x-original-topic"
 
@@ -146,9 +160,11 @@ STREAM_HEADER = "x-original-topic"
 class KafkaTransport:
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
+        # No dependency injection: see `message_as_received`.
         self.broker = KafkaBroker(
             config.brokers,
             logger=None,
+            apply_types=False,
             metadata_max_age_ms=config.metadata_max_age_ms,
             acks=int(config.acks) if config.acks != "all" else "all",
             enable_idempotence=config.enable_idempotence,
@@ -157,6 +173,8 @@ class KafkaTransport:
         self._topics: list[str] = [config.dead_letters]
         self._handlers: dict[str, BatchHandler] = {}
         self._creates_topics = True
+        # When each paused retry partition resumes (its first message falls due).
+        self._resumes: dict[TopicPartition, asyncio.TimerHandle] = {}
 
     def subscribe(
         self, stream: str, handler: BatchHandler, *, types: EventTypes = None, description: str = ""
@@ -169,65 +187,114 @@ class KafkaTransport:
         self._batch_subscriber(stream, group_id=group, description=description)(
             self._on_batch(handler)
         )
-        if len(self._handlers) == 1:  # this service's retry topics, once
-            for delay in self.config.retry_tiers:
-                topic = retry_stream(self.config.group_id, delay)
-                subscriber = self._batch_subscriber(
-                    topic,
-                    group_id=topic,  # a group of its own, as each stream's
-                    description=f"{self.config.group_id}'s events retried after {delay} s",
-                    # The consumer waits up to `delay` for a batch to be due.
-                    max_poll_interval_ms=max(300_000, int((delay + 60) * 1000)),
-                    # A retry is seconds late anyway: poll lazily, and spare the CPU.
-                    fetch_max_wait_ms=RETRY_POLL_MS,
-                    batch_timeout_ms=RETRY_POLL_MS,
-                    include_in_schema=False,  # internal: not one of the service's channels
-                )
-                subscriber(self._on_retry_batch)
+        tiers = self.config.retry_tiers
+        if len(self._handlers) == 1 and tiers:  # this service's retries, once
+            # One consumer for every delay's topic, in a group of its own whose members all
+            # read the same topics. It pauses a partition while its first message is not
+            # due, and polls on meanwhile: no poll interval has to cover the longest delay.
+            subscriber = self._batch_subscriber(
+                *(retry_stream(self.config.group_id, delay) for delay in tiers),
+                group_id=retry_subscription(self.config.group_id),
+                title=f"{self.config.group_id}:retries",
+                description=f"{self.config.group_id}'s events retried after "
+                + ", ".join(f"{delay:g}" for delay in tiers)
+                + " s",
+                # A retry is seconds late anyway: poll lazily, and spare the CPU.
+                fetch_max_wait_ms=RETRY_POLL_MS,
+                batch_timeout_ms=RETRY_POLL_MS,
+                include_in_schema=False,  # internal: not one of the service's channels
+            )
+            subscriber(self._on_retry_batch)
 
     def _batch_subscriber(
-        self, topic: str, *, group_id: str, description: str, **options: Any
+        self, *topics: str, group_id: str, description: str, title: str = "", **options: Any
     ) -> Any:
-        """A batch subscriber of `topic` in consumer group `group_id`, committing after each
+        """A batch subscriber of `topics` in consumer group `group_id`, committing after each
         batch."""
-        self._topics.append(topic)
+        self._topics.extend(topics)
         settings: dict[str, Any] = {
             "batch_timeout_ms": self.config.batch_timeout_ms,
             "fetch_max_wait_ms": self.config.fetch_max_wait_ms,
             **options,
         }
         return self.broker.subscriber(
-            topic,
+            *topics,
             group_id=group_id,
             auto_offset_reset=self.config.auto_offset_reset,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             batch=True,
             max_records=self.config.batch_size,
-            decoder=_raw_bodies,
+            decoder=message_as_received,
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
-            title=f"{self.config.group_id}:{topic}",
+            title=title or f"{self.config.group_id}:{','.join(topics)}",
             description=description,
             **settings,
         )
 
     @staticmethod
     def _on_batch(handler: BatchHandler) -> Any:
-        async def on_batch(bodies: list[bytes], message: KafkaMessage) -> None:
-            await handler(list(zip(bodies, message.batch_headers, strict=True)))
+        async def on_batch(message: KafkaMessage) -> None:
+            await handler(_deliveries(message))
 
         return on_batch
 
-    async def _on_retry_batch(self, bodies: list[bytes], message: KafkaMessage) -> None:
-        """Wait until the batch is due, then hand each message to its stream's handler."""
-        batch = list(zip(bodies, message.batch_headers, strict=True))
-        due = max(float(headers.get(DUE_HEADER, 0)) for _, headers in batch)
-        await asyncio.sleep(max(0.0, due - time.time()))
+    async def _on_retry_batch(self, message: KafkaMessage) -> None:
+        """Hand each message that is due to its stream's handler. A partition whose next
+        message is not due yet goes back to that message and pauses until it is due; the
+        commit after this returns commits that position (aiokafka's `commit()` commits
+        every assigned partition's position, paused or not)."""
+        batch = _deliveries(message)
+        consumer = message.consumer
+        if not isinstance(consumer, AIOKafkaConsumer):
+            # FastStream's TestKafkaBroker: no partitions to pause; wait out the batch.
+            due = max(_due(headers) for _, headers in batch)
+            await asyncio.sleep(max(0.0, due - time.time()))
+            await self._hand_back(batch)
+            return
+        records: tuple[ConsumerRecord[Any, Any], ...] = message.raw_message
+        now = time.time()
+        ready: list[Delivery] = []
+        waiting: dict[TopicPartition, tuple[int, float]] = {}  # its first offset not due
+        for record, delivery in zip(records, batch, strict=True):
+            partition = TopicPartition(record.topic, record.partition)
+            if partition in waiting:
+                continue  # behind one not due: a partition's retries fall due in order
+            due = _due(delivery[1])
+            if due > now:
+                waiting[partition] = (record.offset, due)
+            else:
+                ready.append(delivery)
+        await self._hand_back(ready)
+        assigned = consumer.assignment()
+        for partition, (offset, due) in waiting.items():
+            if partition not in assigned:
+                continue  # revoked meanwhile: its new owner reads on from the last commit
+            consumer.seek(partition, offset)
+            consumer.pause(partition)
+            self._resume_at(consumer, partition, due)
+
+    async def _hand_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Each retried message to its stream's handler, one call per stream."""
         by_stream: dict[str, list[Delivery]] = {}
-        for body, headers in batch:
+        for body, headers in deliveries:
             by_stream.setdefault(headers.get(STREAM_HEADER, ""), []).append((body, headers))
-        for stream, deliveries in by_stream.items():
-            await self._handlers[stream](deliveries)
+        for stream, batch in by_stream.items():
+            await self._handlers[stream](batch)
+
+    def _resume_at(self, consumer: AIOKafkaConsumer, partition: TopicPartition, due: float) -> None:
+        """Resume `partition` at `due`, if it is still this consumer's then (a rebalance in
+        between hands out partitions afresh, unpaused)."""
+
+        def resume() -> None:
+            del self._resumes[partition]
+            if partition in consumer.assignment():
+                consumer.resume(partition)
+
+        if (earlier := self._resumes.pop(partition, None)) is not None:
+            earlier.cancel()
+        loop = asyncio.get_running_loop()
+        self._resumes[partition] = loop.call_later(max(0.0, due - time.time()), resume)
 
     def declare_publisher(
         self, stream: str, *, description: str = "", subscribers: Collection[str] = ()
@@ -285,6 +352,9 @@ class KafkaTransport:
             await admin.close()
 
     async def stop(self) -> None:
+        for resume in self._resumes.values():
+            resume.cancel()
+        self._resumes.clear()
         await self.broker.stop()
 
     async def publish(self, message: Outgoing) -> None:
@@ -372,6 +442,14 @@ class TopicsNotCreated(Exception):
 def _refusal(topic: str, code: int, message: str | None) -> str:
     error = for_code(code)
     return f"{topic}: {error.__name__} ({message or error.description})"
+
+
+def _due(headers: Mapping[str, str]) -> float:
+    """When a retried message is due (epoch seconds); without a readable time, now."""
+    try:
+        return float(headers.get(DUE_HEADER, 0))
+    except ValueError:
+        return 0.0
 
 
 def _headers(event_type: str, headers: Mapping[str, str] | None) -> dict[str, str]:

@@ -30,7 +30,6 @@ from typing import Any, Literal
 
 from aiormq.exceptions import ChannelPreconditionFailed
 from faststream import AckPolicy
-from faststream.message import StreamMessage
 from faststream.rabbit import (
     Channel,
     ExchangeType,
@@ -56,6 +55,7 @@ from eventkit.transports import (
     Outcome,
     Outgoing,
     delivery_from_settings,
+    message_as_received,
     publish_per_key,
 )
 
@@ -196,10 +196,6 @@ class QueueDeclaredOtherwise(Exception):
     consumers): the broker refuses it."""
 
 
-async def _raw_body(message: StreamMessage[Any]) -> bytes:
-    return message.body
-
-
 class Batcher:
     """Gathers the deliveries of one queue into batches for one handler, in queue order.
 
@@ -277,7 +273,10 @@ class Batcher:
 class RabbitMQTransport:
     def __init__(self, config: RabbitMQConfig) -> None:
         self.config = config
-        self.broker = RabbitBroker(config.url, logger=None, default_channel=self._channel())
+        # No dependency injection: see `message_as_received`.
+        self.broker = RabbitBroker(
+            config.url, logger=None, default_channel=self._channel(), apply_types=False
+        )
         self._streams: list[str] = []
         # (queue, stream, routing key): the keys a queue takes beyond its first
         self._bindings: list[tuple[RabbitQueue, str, str]] = []
@@ -312,7 +311,7 @@ class RabbitMQTransport:
             queue,
             stream_exchange(stream),
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=_raw_body,
+            decoder=message_as_received,
             # A channel of its own: its delivery tags count this queue's deliveries only.
             channel=self._channel(),
             title=f"{self.config.service}:{stream}",
@@ -322,9 +321,9 @@ class RabbitMQTransport:
         self._retry_bindings.append(queue)
         batcher = Batcher(handler, self.config.batch_size, self.config.batch_wait_ms / 1000)
 
-        async def on_message(body: bytes, message: RabbitMessage) -> None:
+        async def on_message(message: RabbitMessage) -> None:
             headers = {k: str(v) for k, v in (message.headers or {}).items()}
-            await batcher.submit(message.raw_message.delivery_tag or 0, (body, headers))
+            await batcher.submit(message.raw_message.delivery_tag or 0, (message.body, headers))
 
         subscriber(on_message)
 

@@ -3,8 +3,9 @@
 Topology (all FIFO, all declared by `start()`, idempotently):
 
 * a stream is an SNS FIFO topic `sqs_name(stream)` (`orders.events` -> `orders-events.fifo`);
-  a message's MessageGroupId is its key (aggregate id), its MessageDeduplicationId the
-  event id, and its event type travels as the `event-type` message attribute;
+  a message's MessageGroupId is its key (aggregate id), its MessageDeduplicationId fresh
+  for each publish (`deduplication_id`), and its event type travels as the `event-type`
+  message attribute;
 * each consuming service has one SQS FIFO queue per stream it reads,
   `sqs_name(stream_subscription(service, stream))`, subscribed to the topic with raw
   message delivery (the body arrives as published, the headers as SQS message
@@ -150,16 +151,17 @@ def group_id(key: str) -> str:
     return "sha256-" + hashlib.sha256(key.encode()).hexdigest()[:64]
 
 
-def event_id(body: bytes) -> str:
-    """The MessageDeduplicationId of a published event: the envelope's `id` (a consumer
-    deduplicates by it too), else a hash of the body."""
-    try:
-        found = json.loads(body).get("id")
-    except (ValueError, AttributeError):
-        found = None
-    if isinstance(found, str) and MESSAGE_GROUP_ID.match(found):
-        return found
-    return hashlib.sha256(body).hexdigest()
+def deduplication_id() -> str:
+    """A MessageDeduplicationId of its own for each publish, never the event id.
+
+    The relay sends an event again only on purpose: its confirm was lost, or the broker
+    lost what it had. A FIFO topic drops a publish whose id it took in the last 5 minutes,
+    so a resend under the event id is lost where it is needed: a read model rebuilt
+    meanwhile left that event to the broker, and its aggregate's later events waited for it
+    until they were dead-lettered (simulation seed 572377254). Consumers drop duplicates
+    by the event id (the inbox); a request botocore sends again keeps its id.
+    """
+    return uuid.uuid4().hex
 
 
 def encode_body(body: bytes) -> tuple[str, dict[str, str]]:
@@ -671,7 +673,7 @@ class SqsTransport:
             TopicArn=await self._topic(message.stream),
             Message=text,
             MessageGroupId=group_id(message.key),
-            MessageDeduplicationId=event_id(message.body),
+            MessageDeduplicationId=deduplication_id(),
             MessageAttributes=_sns_attributes(headers),
         )
 
@@ -707,7 +709,7 @@ class SqsTransport:
                                 "Id": str(index),
                                 "Message": text,
                                 "MessageGroupId": group_id(message.key),
-                                "MessageDeduplicationId": event_id(message.body),
+                                "MessageDeduplicationId": deduplication_id(),
                                 "MessageAttributes": _sns_attributes(headers),
                             },
                         )
@@ -823,7 +825,7 @@ class SqsTransport:
             QueueUrl=url,
             MessageBody=text,
             MessageGroupId=group_id(f"{stream}/{key}/{delay:g}"),
-            MessageDeduplicationId=uuid.uuid4().hex,
+            MessageDeduplicationId=deduplication_id(),
             MessageAttributes=_sqs_attributes(attributes),
         )
 
@@ -838,7 +840,7 @@ class SqsTransport:
         name = sqs_name(self.config.dead_letters)
         url = self._queue_urls.get(name) or await self._ensure_queue(name, None)
         attributes = encode_headers({**headers, KEY_ATTRIBUTE: key, **extra})
-        dedup = uuid.uuid4().hex
+        dedup = deduplication_id()
         await self.sqs.send_message(
             QueueUrl=url,
             MessageBody=text,
