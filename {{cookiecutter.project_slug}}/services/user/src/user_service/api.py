@@ -152,4 +152,4 @@ async def _claim_email(session: AsyncSession, email: str, user_id: str) -> None:
     if holder is not None and holder != user_id:
         raise HTTPException(409, detail=f"email {email} is already taken")
     if holder is None:
-        session.add(UserEmail(email=email.lower(), user_id=user_id))
+        await session.execute(_CLAIM, {"email": email.lower(), "user_id": user_id})
