@@ -81,12 +81,29 @@ def bindable(port: int) -> bool:
         return True
 
 
+# Ports this test process has handed out: none is handed out twice, even before its
+# service binds it (local-up starts the broker and the services on ports picked together).
+_HANDED_OUT: set[int] = set()
+
+
+def _own_port_range() -> range:
+    """Below the kernel's ephemeral range (32768 up), so no outgoing connection takes a port
+    before its service binds it; each pytest-xdist worker draws from a slice of its own."""
+    low, high = 20000, 32600
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    width = (high - low) // workers
+    return range(low + worker * width, low + (worker + 1) * width)
+
+
 def free_port() -> int:
-    """A free port below the kernel's ephemeral range (32768 up), so no outgoing connection
-    takes it before the service binds it; its replica's port (+100) is free too."""
+    """A free port no other test holds, whose replica's port (+100) is free too."""
+    ports = _own_port_range()
     while True:
-        port = random.randrange(20000, 32600)
-        if bindable(port) and bindable(port + 100):
+        port = random.choice(ports)
+        pair = {port, port + 100}
+        if not pair & _HANDED_OUT and bindable(port) and bindable(port + 100):
+            _HANDED_OUT.update(pair)
             return port
 
 

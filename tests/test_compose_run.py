@@ -97,8 +97,8 @@ class ComposeRun:
             time.monotonic() - started, 1
         )
         assert result.returncode == 0, (
-            f"{command} failed ({result.returncode})\n{result.stdout[-4000:]}\n"
-            f"{result.stderr[-4000:]}\n{self.unwell()}"
+            f"{command} failed ({result.returncode})\n{self.unwell()}\n"
+            f"--- stderr\n{result.stderr[-4000:]}\n--- stdout\n{result.stdout[-2000:]}"
         )
         return result
 
