@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from prometheus_client import Counter
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 
-from eventkit.db import Database
+from eventkit.db import Database, table_of
 from eventkit.kit import ServiceKit
 from eventkit.poller import Poller
 from notification_service.models import FAILED, SENT, WAITING, Delivery
@@ -35,6 +35,20 @@ EMAILS = Counter(
     "Emails handed to the mail server (sent), or refused by it for good (refused)",
     ["outcome"],
 )
+
+
+# Run for every email, so built once, on the table's columns (no ORM object to track).
+_DELIVERIES = table_of(Delivery)
+_OLDEST_WAITING = (
+    select(_DELIVERIES.c.event_id, _DELIVERIES.c.recipient, _DELIVERIES.c.subject)
+    .where(_DELIVERIES.c.state == WAITING)
+    .order_by(_DELIVERIES.c.created_at, _DELIVERIES.c.event_id)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+_TAKEN = _DELIVERIES.c.event_id == bindparam("taken")
+_MARK_SENT = update(_DELIVERIES).where(_TAKEN).values(state=SENT, sent_at=bindparam("at"))
+_MARK_REFUSED = update(_DELIVERIES).where(_TAKEN).values(state=FAILED, failure=bindparam("why"))
 
 
 @dataclass(frozen=True)
@@ -84,26 +98,19 @@ class EmailDispatcher:
         assert self.db is not None, "start() first"
         outcome = "sent"
         async with self.db.transaction() as session:
-            delivery = await session.scalar(
-                select(Delivery)
-                .where(Delivery.state == WAITING)
-                .order_by(Delivery.created_at, Delivery.event_id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            )
+            delivery = (await session.execute(_OLDEST_WAITING)).first()
             if delivery is None:
                 return False
-            message = Message(
-                to=delivery.recipient, subject=delivery.subject, body=delivery.subject
-            )
+            event_id, recipient, subject = delivery
             try:
-                await self.sender.send(message)
+                await self.sender.send(Message(to=recipient, subject=subject, body=subject))
             except Refused as exc:
                 outcome = "refused"
-                delivery.state, delivery.failure = FAILED, str(exc)[:2000]
+                why = str(exc)[:2000]
+                await session.execute(_MARK_REFUSED, {"taken": event_id, "why": why})
                 # The reason may name the address: it is on /notifications, not in the log.
-                log.warning("the email for event %s was refused for good", delivery.event_id)
+                log.warning("the email for event %s was refused for good", event_id)
             else:
-                delivery.state, delivery.sent_at = SENT, datetime.now(UTC)
+                await session.execute(_MARK_SENT, {"taken": event_id, "at": datetime.now(UTC)})
         EMAILS.labels(outcome=outcome).inc()
         return True
