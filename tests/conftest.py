@@ -93,7 +93,8 @@ def _own_port_range() -> range:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
     width = (high - low) // workers
-    return range(low + worker * width, low + (worker + 1) * width)
+    # A port's replica port (+100, see free_port) stays in the slice too.
+    return range(low + worker * width, low + (worker + 1) * width - 100)
 
 
 def free_port() -> int:

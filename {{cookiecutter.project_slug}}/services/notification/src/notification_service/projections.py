@@ -75,9 +75,14 @@ async def _notify(
     with session.no_autoflush:  # the batch's other rows are inserted together, later
         dialect = session.get_bind().dialect.name
         await session.execute(_DELIVERY_IF_ABSENT[dialect], delivery)
-    # The email leaves once this transaction has committed.
-    orm_event.listen(session.sync_session, "after_commit", lambda _: channel.wake(), once=True)
+    if not session.info.get(_WAKES_DISPATCHER):  # once a transaction (a session holds one)
+        session.info[_WAKES_DISPATCHER] = True
+        # The emails leave once this transaction has committed.
+        orm_event.listen(session.sync_session, "after_commit", lambda _: channel.wake(), once=True)
 
+
+# In session.info: this session's commit will wake the dispatcher.
+_WAKES_DISPATCHER = "notification.wakes_dispatcher"
 
 # A delivery row unless the event has one; built once, for either database.
 _DELIVERY_IF_ABSENT = {
