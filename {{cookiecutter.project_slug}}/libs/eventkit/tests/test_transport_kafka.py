@@ -106,6 +106,7 @@ SETTINGS = {
     "CONSUMER_BATCH_SIZE": 50,
     "CONSUMER_BATCH_WAIT_MS": 2,
     "STREAM_MIN_INSYNC_REPLICAS": 2,
+    "KAFKA_FETCH_MAX_WAIT_MS": 400,
 }
 
 
@@ -120,6 +121,7 @@ def test_every_setting_reaches_its_config_field(monkeypatch: pytest.MonkeyPatch)
         auto_offset_reset="latest",
         acks="1",
         enable_idempotence=True,
+        fetch_max_wait_ms=400,
         partitions=6,
         replication=3,
         min_insync_replicas=2,
