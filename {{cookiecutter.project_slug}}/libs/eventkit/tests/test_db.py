@@ -86,6 +86,28 @@ async def test_a_released_lead_goes_to_another_replica(database_url: str) -> Non
         await other.dispose()
 
 
+@pytest.mark.skipif(not POSTGRES, reason="an advisory lock: PostgreSQL")
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_leader_asked_by_several_at_once_keeps_its_lock(database_url: str) -> None:
+    """Seen in CI: asked while its relay's poller asked, a leader ran two statements at once
+    on the lock's connection, took the failure for a broken connection and let go."""
+    db, admin = Database(database_url), Database(database_url)
+    holder = text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+    try:
+        leader = Leadership(db, "relay")
+        assert await leader.held()
+        async with admin.sessions() as session:
+            before = (await session.execute(holder)).scalars().all()
+        assert await asyncio.gather(*(leader.held() for _ in range(5))) == [True] * 5
+        async with admin.sessions() as session:
+            assert (await session.execute(holder)).scalars().all() == before
+        assert len(before) == 1
+        await leader.release()
+    finally:
+        await db.dispose()
+        await admin.dispose()
+
+
 @pytest.mark.skipif(not POSTGRES, reason="a server that ends a connection: PostgreSQL")
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_a_pooled_connection_the_server_closed_is_replaced_unseen(database_url: str) -> None:

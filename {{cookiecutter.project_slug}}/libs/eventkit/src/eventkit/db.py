@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import sqlite3
@@ -192,18 +193,26 @@ class Leadership:
         self.db = db
         self.key = lock_key(name)
         self._connection: AsyncConnection | None = None
+        # One caller at a time on the lock's connection: a second statement while one is in
+        # flight fails, and that failure would read as a lost lead (seen in CI: a test asked
+        # while the relay's poller asked, and neither replica led).
+        self._turn = asyncio.Lock()
 
     async def held(self) -> bool:
         """Whether this process leads now; takes the lead when it is free."""
         if not self.db.is_postgres:
             return True
+        async with self._turn:
+            return await self._held()
+
+    async def _held(self) -> bool:
         if self._connection is not None:
             try:
                 await self._connection.execute(text("SELECT 1"))
                 await self._connection.commit()
                 return True
             except Exception:  # the connection broke, and the lock went with it
-                await self.release()
+                await self._release()
         connection = await self.db.engine.connect()
         try:
             got = await connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key})
@@ -220,6 +229,10 @@ class Leadership:
     async def release(self) -> None:
         """Give up the lead. The lock's connection is closed, not handed back to the pool: a
         pooled session would go on holding the lock, and no replica could take the lead."""
+        async with self._turn:
+            await self._release()
+
+    async def _release(self) -> None:
         if self._connection is not None:
             connection, self._connection = self._connection, None
             with contextlib.suppress(Exception):
